@@ -42,3 +42,10 @@ func Binary(t testing.TB, name string) string {
 	}
 	return p
 }
+
+// RemoveBinaries deletes what Binary built; call it from TestMain after m.Run.
+func RemoveBinaries() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
