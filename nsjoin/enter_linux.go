@@ -1,0 +1,402 @@
+package nsjoin
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/nspawn-tools/nspawn-tools/leader"
+	"golang.org/x/sys/unix"
+)
+
+// Command is what to run inside the machine.
+type Command struct {
+	// Args is the argument vector. Args[0] is looked up in PATH (of Env,
+	// else DefaultPath) inside the machine unless it contains a slash.
+	Args []string
+	// Argv0 replaces Args[0] in the argument vector when set, e.g. "-sh" for
+	// a login shell.
+	Argv0 string
+	Env   []string
+	Dir   string // working directory inside the machine; "" means "/"
+	// Creds are the credentials to run with; nil means uid and gid 0 with
+	// no supplementary groups when the user namespace is joined (like
+	// nsenter), and the caller's otherwise.
+	Creds *Creds
+	// Stdio are the descriptors the command gets as 0, 1 and 2; nil means
+	// the caller's own 0, 1 and 2.
+	Stdio []int
+	// Setsid starts a new session; with Ctty, Stdio[0] (a terminal) becomes
+	// its controlling terminal.
+	Setsid, Ctty bool
+}
+
+// Creds are numeric credentials inside the machine's user namespace.
+type Creds struct {
+	UID, GID uint32
+	Groups   []uint32
+}
+
+// DefaultPath is searched for commands when the environment has no PATH.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// ExecError says the command could not be started; Code is 127 when it was
+// not found and 126 when it could not be executed, as in nsenter.
+type ExecError struct {
+	Name string
+	Err  error
+}
+
+func (e *ExecError) Error() string { return fmt.Sprintf("cannot execute %s: %v", e.Name, e.Err) }
+
+// Unwrap returns the cause.
+func (e *ExecError) Unwrap() error { return e.Err }
+
+// Code is the exit status the shell convention gives this failure.
+func (e *ExecError) Code() int {
+	if errors.Is(e.Err, unix.ENOENT) || errors.Is(e.Err, unix.ENOTDIR) {
+		return 127
+	}
+	return 126
+}
+
+// JoinError says joining the leader's namespaces failed.
+type JoinError struct {
+	Leader *leader.Leader
+	Set    Set
+	Err    error
+}
+
+func (e *JoinError) Error() string {
+	if errors.Is(e.Err, unix.ESRCH) {
+		return fmt.Sprintf("join %s namespaces of %s: the leader exited", e.Set, e.Leader)
+	}
+	return fmt.Sprintf("join %s namespaces of %s: %v", e.Set, e.Leader, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *JoinError) Unwrap() error { return e.Err }
+
+// Prepare is called on the joined thread, whose root directory and mount
+// namespace are the machine's (when the mount namespace is joined): paths
+// it opens resolve inside the machine, and no symlink there leads to a host
+// file. It returns the command to run.
+type Prepare func() (*Command, error)
+
+// Process is a command started inside a machine.
+type Process struct {
+	PID   int // in our PID namespace
+	pidfd int
+	done  chan waitResult
+}
+
+type waitResult struct {
+	ws  unix.WaitStatus
+	err error
+}
+
+// Signal sends sig to the command (through its pidfd: never to a process
+// that reused its PID).
+func (p *Process) Signal(sig unix.Signal) error {
+	return unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+}
+
+// Wait waits for the command to exit and releases its pidfd.
+func (p *Process) Wait() (unix.WaitStatus, error) {
+	r := <-p.done
+	unix.Close(p.pidfd)
+	return r.ws, r.err
+}
+
+// Start joins the planned namespaces of l on a dedicated OS thread, enters
+// the leader's root directory (when the mount namespace is joined), calls
+// prepare there, and starts the command it returns in a fork that joins the
+// user and time namespaces last. The thread is never used for anything
+// else: it ends when the command has been waited for.
+func Start(l *leader.Leader, plan Plan, prepare Prepare) (*Process, error) {
+	j := &joiner{l: l, plan: plan, rootFD: -1, started: make(chan error, 1)}
+	if err := j.openHostFDs(); err != nil {
+		j.closeHostFDs()
+		return nil, err
+	}
+	p := &Process{done: make(chan waitResult, 1)}
+	go j.run(p, prepare)
+	if err := <-j.started; err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// joiner holds what one Start needs on its thread.
+type joiner struct {
+	l       *leader.Leader
+	plan    Plan
+	rootFD  int    // the leader's root directory, opened on the host
+	nsFDs   []nsFD // per-namespace descriptors, only where setns(pidfd) is missing
+	nofile  *unix.Rlimit
+	started chan error
+}
+
+type nsFD struct {
+	fd int
+	ns Namespace
+}
+
+// openHostFDs opens, before any join, every host-side descriptor the joins need.
+func (j *joiner) openHostFDs() error {
+	if j.plan.Join&Set(unix.CLONE_NEWNS) != 0 {
+		fd, err := unix.Openat(j.l.Dir(), "root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open root directory of %s: %w", j.l, err)
+		}
+		j.rootFD = fd
+	}
+	if !pidfdSetns() {
+		for _, ns := range Namespaces {
+			if !j.plan.Join.Has(ns) {
+				continue
+			}
+			fd, err := unix.Openat(j.l.Dir(), "ns/"+ns.Proc, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("open %s namespace of %s: %w", ns.Proc, j.l, err)
+			}
+			j.nsFDs = append(j.nsFDs, nsFD{fd, ns})
+		}
+	}
+	// The command gets the machine's own limit on open files, not the one
+	// the Go runtime raised for this process.
+	var lim unix.Rlimit
+	if err := unix.Prlimit(j.l.PID, unix.RLIMIT_NOFILE, nil, &lim); err == nil && !j.l.Exited() {
+		j.nofile = &lim
+	}
+	return nil
+}
+
+func (j *joiner) closeHostFDs() {
+	if j.rootFD >= 0 {
+		unix.Close(j.rootFD)
+		j.rootFD = -1
+	}
+	for _, n := range j.nsFDs {
+		unix.Close(n.fd)
+	}
+	j.nsFDs = nil
+}
+
+// run is the body of the dedicated thread.
+func (j *joiner) run(p *Process, prepare Prepare) {
+	// Never unlocked: when this goroutine returns, the runtime ends the
+	// thread instead of reusing it with the machine's namespaces and root.
+	runtime.LockOSThread()
+	pid, pidfd, err := j.start(prepare)
+	j.closeHostFDs()
+	if err != nil {
+		j.started <- err
+		return
+	}
+	p.PID, p.pidfd = pid, pidfd
+	j.started <- nil
+	var r waitResult
+	for {
+		_, r.err = unix.Wait4(pid, &r.ws, 0, nil)
+		if r.err != unix.EINTR {
+			break
+		}
+	}
+	p.done <- r
+}
+
+func (j *joiner) start(prepare Prepare) (int, int, error) {
+	// A private fs_struct for this thread. Without it setns(CLONE_NEWNS)
+	// through a pidfd would change the root and working directory of every
+	// thread of the process.
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return 0, -1, fmt.Errorf("unshare file system attributes: %w", err)
+	}
+	onThread := j.plan.Join & threadKinds
+	inFork := j.plan.Join &^ threadKinds
+	if err := j.setns(onThread); err != nil {
+		return 0, -1, &JoinError{Leader: j.l, Set: onThread, Err: err}
+	}
+	if j.rootFD >= 0 {
+		if err := enterRoot(j.rootFD); err != nil {
+			return 0, -1, fmt.Errorf("enter root directory of %s: %w", j.l, err)
+		}
+	}
+	cmd, err := prepare()
+	if err != nil {
+		return 0, -1, err
+	}
+	if cmd.Dir != "" {
+		if err := unix.Chdir(cmd.Dir); err != nil {
+			return 0, -1, fmt.Errorf("working directory %s: %w", cmd.Dir, err)
+		}
+	}
+	path, err := lookPath(cmd.Args[0], cmd.Env)
+	if err != nil {
+		return 0, -1, &ExecError{Name: cmd.Args[0], Err: err}
+	}
+	s, err := j.spec(cmd, path, inFork)
+	if err != nil {
+		return 0, -1, err
+	}
+	pid, pidfd, err := forkExec(s, -1)
+	runtime.KeepAlive(s)
+	var ce *ChildError
+	if errors.As(err, &ce) {
+		switch ce.Step {
+		case stepText[stepExec]:
+			return 0, -1, &ExecError{Name: cmd.Args[0], Err: ce.Errno}
+		case stepText[stepSetns]:
+			return 0, -1, &JoinError{Leader: j.l, Set: inFork, Err: ce.Errno}
+		}
+	}
+	return pid, pidfd, err
+}
+
+// setns joins the kinds in set on this thread: one atomic call through the
+// pidfd, or one call per namespace descriptor on kernels before 5.8.
+func (j *joiner) setns(set Set) error {
+	if set == 0 {
+		return nil
+	}
+	if j.nsFDs == nil {
+		return unix.Setns(j.l.PidFD(), int(set))
+	}
+	for _, n := range j.nsFDs {
+		if set.Has(n.ns) {
+			if err := unix.Setns(n.fd, n.ns.Clone); err != nil {
+				return fmt.Errorf("%s: %w", n.ns.Proc, err)
+			}
+		}
+	}
+	return nil
+}
+
+// enterRoot makes the directory rootFD this thread's root and working directory.
+func enterRoot(rootFD int) error {
+	if err := unix.Fchdir(rootFD); err != nil {
+		return err
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	return unix.Chdir("/")
+}
+
+// spec prepares the fork child's instructions.
+func (j *joiner) spec(cmd *Command, path string, inFork Set) (*forkSpec, error) {
+	s := &forkSpec{stdio: [3]int32{0, 1, 2}, setsid: cmd.Setsid, ctty: cmd.Ctty}
+	if j.nsFDs == nil {
+		s.setns[0] = setnsCall{uintptr(j.l.PidFD()), uintptr(inFork)}
+	} else {
+		i := 0
+		for _, n := range j.nsFDs {
+			if inFork.Has(n.ns) {
+				s.setns[i] = setnsCall{uintptr(n.fd), uintptr(n.ns.Clone)}
+				i++
+			}
+		}
+	}
+	for i, fd := range cmd.Stdio {
+		s.stdio[i] = int32(fd)
+	}
+	switch {
+	case cmd.Creds != nil:
+		s.setCreds, s.uid, s.gid, s.groups = true, uintptr(cmd.Creds.UID), uintptr(cmd.Creds.GID), cmd.Creds.Groups
+	case inFork&Set(unix.CLONE_NEWUSER) != 0:
+		s.setCreds = true // uid 0, gid 0, no groups
+	}
+	if j.nofile != nil {
+		s.setNofile, s.nofile = true, *j.nofile
+	}
+	var err error
+	if s.path, err = unix.BytePtrFromString(path); err != nil {
+		return nil, err
+	}
+	argv := cmd.Args
+	if cmd.Argv0 != "" {
+		argv = append([]string{cmd.Argv0}, argv[1:]...)
+	}
+	if s.argv, err = cStrings(argv); err != nil {
+		return nil, fmt.Errorf("argument: %w", err)
+	}
+	if s.envv, err = cStrings(cmd.Env); err != nil {
+		return nil, fmt.Errorf("environment: %w", err)
+	}
+	return s, nil
+}
+
+func cStrings(ss []string) ([]*byte, error) {
+	out := make([]*byte, 0, len(ss)+1)
+	for _, s := range ss {
+		b, err := unix.BytePtrFromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q contains a NUL byte", s)
+		}
+		out = append(out, b)
+	}
+	return append(out, nil), nil
+}
+
+// lookPath finds name like execvp: names with a slash are taken as they
+// are; others are searched in the PATH of env. A file found but not
+// executable gives EACCES (126) unless a later directory has an executable one.
+func lookPath(name string, env []string) (string, error) {
+	if name == "" {
+		return "", unix.ENOENT
+	}
+	if strings.Contains(name, "/") {
+		return name, checkExecutable(name)
+	}
+	path := DefaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	var firstErr error = unix.ENOENT
+	for _, dir := range strings.Split(path, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		p := dir + "/" + name
+		err := checkExecutable(p)
+		if err == nil {
+			return p, nil
+		}
+		if errors.Is(err, unix.EACCES) && errors.Is(firstErr, unix.ENOENT) {
+			firstErr = err
+		}
+	}
+	return "", firstErr
+}
+
+func checkExecutable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			return errno
+		}
+		return err
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return unix.EACCES
+	}
+	return nil
+}
+
+// pidfdSetns reports whether setns accepts a pidfd (Linux 5.8).
+func pidfdSetns() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return true
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	return major > 5 || major == 5 && minor >= 8
+}

@@ -1,0 +1,291 @@
+package nsjoin
+
+// The fork child. setns(2) into a user or time namespace fails in any
+// multithreaded process, and a Go process is always multithreaded. So the
+// last joins happen in a real fork: clone3 without CLONE_VM gives a
+// single-threaded child with its own mm and fs_struct, which then joins,
+// sets its credentials and calls execve.
+//
+// Rules for childMain, the code that runs between clone3 and execve (those of
+// syscall.forkAndExecInChild1):
+//   - nosplit, norace: runtime_BeforeFork has poisoned the stack guard, so
+//     any stack growth throws;
+//   - no allocation, no locks, no calls but raw system calls;
+//   - every failing step writes {step, errno} to the error pipe and exits 127.
+//
+// This file is the only one in the project that uses unsafe or go:linkname.
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The runtime's fork hooks, exported to package syscall and on Go's linkname
+// allow-list (go.dev/issue/67401).
+//
+//go:linkname runtimeBeforeFork syscall.runtime_BeforeFork
+func runtimeBeforeFork()
+
+//go:linkname runtimeAfterFork syscall.runtime_AfterFork
+func runtimeAfterFork()
+
+//go:linkname runtimeAfterForkInChild syscall.runtime_AfterForkInChild
+func runtimeAfterForkInChild()
+
+// step names the point where the child failed.
+type step uint32
+
+const (
+	stepNone step = iota
+	stepSetns
+	stepStdio
+	stepSetsid
+	stepCtty
+	stepGroups
+	stepGID
+	stepUID
+	stepRlimit
+	stepCloseRange
+	stepExec
+)
+
+var stepText = [...]string{
+	stepNone:       "start",
+	stepSetns:      "join namespaces",
+	stepStdio:      "set up standard input/output",
+	stepSetsid:     "start a new session",
+	stepCtty:       "take the controlling terminal",
+	stepGroups:     "set supplementary groups",
+	stepGID:        "set group id",
+	stepUID:        "set user id",
+	stepRlimit:     "set the open files limit",
+	stepCloseRange: "mark descriptors close-on-exec",
+	stepExec:       "execute",
+}
+
+// ChildError is a failure inside the fork child, before the command ran.
+type ChildError struct {
+	Step  string
+	Errno syscall.Errno
+}
+
+func (e *ChildError) Error() string { return e.Step + ": " + e.Errno.Error() }
+
+// Unwrap gives the errno, for errors.Is.
+func (e *ChildError) Unwrap() error { return e.Errno }
+
+// setnsCall is one setns(fd, flags) the child makes.
+type setnsCall struct{ fd, flags uintptr }
+
+// forkSpec is everything the child needs, prepared by the parent: pointers
+// and C strings only, nothing the child would have to allocate.
+type forkSpec struct {
+	setns     [2]setnsCall // the user and time namespaces; flags 0 = unused
+	stdio     [3]int32     // dup'ed onto 0, 1, 2 when not already there
+	setsid    bool
+	ctty      bool // TIOCSCTTY on fd 0 (after setsid)
+	setCreds  bool
+	groups    []uint32
+	uid, gid  uintptr
+	nofile    unix.Rlimit
+	setNofile bool
+	path      *byte
+	argv      []*byte // NULL-terminated
+	envv      []*byte // NULL-terminated
+	errPipe   uintptr
+	errbuf    [2]uint32 // {step, errno}, written in the child's own copy
+}
+
+// cloneArgs is the kernel's struct clone_args (CLONE_ARGS_SIZE_VER2, 88 bytes).
+type cloneArgs struct {
+	flags, pidfd, childTID, parentTID, exitSignal, stack, stackSize, tls, setTID, setTIDSize, cgroup uint64
+}
+
+// childMain never returns.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func childMain(s *forkSpec) {
+	var (
+		e  syscall.Errno
+		st step
+		i  int
+		p  uintptr
+	)
+	// Drop supplementary groups while still in the caller's user namespace:
+	// inside one whose setgroups file says "deny" it would fail.
+	if s.setCreds {
+		st = stepGroups
+		if _, _, e = syscall.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
+			goto fail
+		}
+	}
+	st = stepSetns
+	for i = 0; i < len(s.setns); i++ {
+		if s.setns[i].flags == 0 {
+			continue
+		}
+		if _, _, e = syscall.RawSyscall(unix.SYS_SETNS, s.setns[i].fd, s.setns[i].flags, 0); e != 0 {
+			goto fail
+		}
+	}
+	st = stepStdio
+	for i = 0; i < 3; i++ {
+		if s.stdio[i] != int32(i) {
+			if _, _, e = syscall.RawSyscall(unix.SYS_DUP3, uintptr(s.stdio[i]), uintptr(i), 0); e != 0 {
+				goto fail
+			}
+		}
+	}
+	if s.setsid {
+		st = stepSetsid
+		if _, _, e = syscall.RawSyscall(unix.SYS_SETSID, 0, 0, 0); e != 0 {
+			goto fail
+		}
+	}
+	if s.ctty {
+		st = stepCtty
+		if _, _, e = syscall.RawSyscall(unix.SYS_IOCTL, 0, unix.TIOCSCTTY, 1); e != 0 {
+			goto fail
+		}
+	}
+	if s.setCreds {
+		if len(s.groups) > 0 {
+			st = stepGroups
+			p = uintptr(unsafe.Pointer(&s.groups[0]))
+			if _, _, e = syscall.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(s.groups)), p, 0); e != 0 {
+				goto fail
+			}
+		}
+		st = stepGID
+		if _, _, e = syscall.RawSyscall(unix.SYS_SETRESGID, s.gid, s.gid, s.gid); e != 0 {
+			goto fail
+		}
+		st = stepUID
+		if _, _, e = syscall.RawSyscall(unix.SYS_SETRESUID, s.uid, s.uid, s.uid); e != 0 {
+			goto fail
+		}
+	}
+	if s.setNofile {
+		st = stepRlimit
+		if _, _, e = syscall.RawSyscall6(unix.SYS_PRLIMIT64, 0, unix.RLIMIT_NOFILE, uintptr(unsafe.Pointer(&s.nofile)), 0, 0, 0); e != 0 {
+			goto fail
+		}
+	}
+	// Whatever the caller handed us beyond 0, 1 and 2 must not reach the machine.
+	st = stepCloseRange
+	if _, _, e = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 3, ^uintptr(0)>>32, unix.CLOSE_RANGE_CLOEXEC); e != 0 {
+		goto fail
+	}
+	// Restores the signal mask saved by runtime_BeforeFork and resets the
+	// runtime's signal handlers to SIG_DFL.
+	runtimeAfterForkInChild()
+	st = stepExec
+	_, _, e = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(s.path)),
+		uintptr(unsafe.Pointer(&s.argv[0])), uintptr(unsafe.Pointer(&s.envv[0])))
+fail:
+	s.errbuf[0] = uint32(st)
+	s.errbuf[1] = uint32(e)
+	syscall.RawSyscall(unix.SYS_WRITE, s.errPipe, uintptr(unsafe.Pointer(&s.errbuf[0])), 8)
+	for {
+		syscall.RawSyscall(unix.SYS_EXIT_GROUP, 127, 0, 0)
+	}
+}
+
+// forkExec starts the child from the calling OS thread, which must be locked
+// and already joined: the child inherits this thread's namespaces (including
+// pid_for_children), root and working directory. cgroupFD ≥ 0 places the
+// child in that cgroup v2 directory from birth. It returns the child's pid
+// and pidfd once execve has succeeded.
+func forkExec(s *forkSpec, cgroupFD int) (pid, pidfd int, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return 0, -1, fmt.Errorf("pipe: %w", err)
+	}
+	s.errPipe = uintptr(p[1])
+	fd := int32(-1)
+	args := cloneArgs{flags: unix.CLONE_PIDFD, exitSignal: uint64(unix.SIGCHLD)}
+	if cgroupFD >= 0 {
+		args.flags |= unix.CLONE_INTO_CGROUP
+		args.cgroup = uint64(cgroupFD)
+	}
+
+	syscall.ForkLock.Lock()
+	runtimeBeforeFork()
+	// Taken only now: from here to the clone the stack cannot move (the
+	// runtime forbids stack growth), so the address stays right.
+	args.pidfd = uint64(uintptr(unsafe.Pointer(&fd)))
+	r1, _, e := syscall.RawSyscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args), 0)
+	if e == 0 && r1 == 0 {
+		childMain(s)
+	}
+	runtimeAfterFork()
+	syscall.ForkLock.Unlock()
+
+	unix.Close(p[1])
+	defer unix.Close(p[0])
+	if e != 0 {
+		return 0, -1, fmt.Errorf("clone3: %w", e)
+	}
+	pid = int(r1)
+	var buf [8]byte
+	n, rerr := readFull(p[0], buf[:])
+	if n == 0 && rerr == nil {
+		return pid, int(fd), nil // EOF: execve closed the pipe
+	}
+	var ws unix.WaitStatus
+	for {
+		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+			break
+		}
+	}
+	unix.Close(int(fd))
+	if n != len(buf) {
+		return 0, -1, fmt.Errorf("read from child: %d bytes, %v", n, rerr)
+	}
+	st := step(*(*uint32)(unsafe.Pointer(&buf[0])))
+	errno := syscall.Errno(*(*uint32)(unsafe.Pointer(&buf[4])))
+	if int(st) >= len(stepText) {
+		return 0, -1, errors.New("child reported an unknown step")
+	}
+	return 0, -1, &ChildError{Step: stepText[st], Errno: errno}
+}
+
+func readFull(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Read(fd, b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// dieOf ends this process by sig with the signal's default action, as the
+// command inside died. The runtime's own handler would not do (it ignores a
+// SIGSEGV sent by kill), so the disposition is reset with a raw
+// rt_sigaction, the signal unblocked and raised on this thread. It returns
+// only if the default action of sig is not to terminate.
+func dieOf(sig unix.Signal) {
+	runtime.LockOSThread()
+	var sa [4]uintptr // struct kernel_sigaction: handler SIG_DFL, flags, restorer, mask
+	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0)
+	var set unix.Sigset_t
+	set.Val[(sig-1)/64] = 1 << (uint(sig-1) % 64)
+	unix.PthreadSigmask(unix.SIG_UNBLOCK, &set, nil)
+	unix.Tgkill(unix.Getpid(), unix.Gettid(), sig)
+}
