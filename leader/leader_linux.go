@@ -290,10 +290,11 @@ func (l *Leader) mismatch(st *State, pidfdID uint64) string {
 	if st.Monotonic != 0 {
 		start, err := l.startTime()
 		var boot, mono unix.Timespec
-		if err == nil && unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) == nil && unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) == nil {
+		// MONOTONIC first: read in this order, the difference is never negative.
+		if err == nil && unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) == nil && unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) == nil {
 			const slack = 20_000 // µs: clock tick granularity, with margin
 			startUS := start * 1_000_000 / uint64(clockTicks)
-			suspended := uint64(boot.Nano()-mono.Nano()) / 1000
+			suspended := uint64(max(boot.Nano()-mono.Nano(), 0)) / 1000
 			if startUS > suspended && startUS-suspended > st.Monotonic+slack {
 				return "started after the machine was registered: it is another process"
 			}

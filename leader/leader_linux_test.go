@@ -1,0 +1,259 @@
+package leader
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nspawn-tools/nspawn-tools/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// startProcess starts a long sleep (optionally under another program
+// name) and ends it when the test ends.
+func startProcess(t *testing.T, argv ...string) *exec.Cmd {
+	t.Helper()
+	if len(argv) == 0 {
+		argv = []string{"sleep", "600"}
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd
+}
+
+func monotonicNow(t *testing.T) uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(ts.Nano() / 1000)
+}
+
+// writeState writes a state file for name into a fresh state directory.
+func writeState(t *testing.T, dir, name string, pid int, extra string) {
+	t.Helper()
+	data := fmt.Sprintf("# This is private data. Do not parse.\nNAME=%s\nSCOPE=test-%s.scope\nSERVICE=systemd-nspawn\nROOT=/\nLEADER=%d\nCLASS=container\n%s",
+		name, name, pid, extra)
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func opts(dir string) *Options { return &Options{StateDir: dir, Varlink: "-"} }
+
+func TestOpen(t *testing.T) {
+	cmd := startProcess(t)
+	l, err := Open(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if comm, err := l.Comm(); err != nil || comm != "sleep" {
+		t.Errorf("Comm() = %q, %v", comm, err)
+	}
+	if exe, err := l.Exe(); err != nil || filepath.Base(exe) != "sleep" {
+		t.Errorf("Exe() = %q, %v", exe, err)
+	}
+	if l.Exited() {
+		t.Error("Exited() = true for a live process")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if !l.Exited() {
+		t.Error("Exited() = false after the process was reaped")
+	}
+	// The pinned /proc directory never follows the PID to a new process.
+	if _, err := l.Comm(); !errors.Is(err, unix.ESRCH) {
+		t.Errorf("Comm() after exit: %v, want ESRCH", err)
+	}
+}
+
+func TestOpenNoProcess(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []int{cmd.Process.Pid, 0, -1, 1 << 30} {
+		if _, err := Open(pid); !errors.Is(err, ErrNoProcess) {
+			t.Errorf("Open(%d) = %v, want ErrNoProcess", pid, err)
+		}
+	}
+}
+
+func TestFind(t *testing.T) {
+	dir := t.TempDir()
+	cmd := startProcess(t)
+	writeState(t, dir, "m1", cmd.Process.Pid, fmt.Sprintf("MONOTONIC=%d\n", monotonicNow(t)))
+	l, err := Find("m1", opts(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.PID != cmd.Process.Pid || l.Machine != "m1" || l.State.Scope != "test-m1.scope" {
+		t.Errorf("Find = %+v", l)
+	}
+	if got := Running(opts(dir)); len(got) != 1 || got[0] != "m1" {
+		t.Errorf("Running = %v", got)
+	}
+}
+
+func TestFindPidfdID(t *testing.T) {
+	testenv.RequireRoot(t) // a pidfs inode of another process is seen the same by root and others, but keep the tier honest
+	dir := t.TempDir()
+	cmd := startProcess(t)
+	l, err := Open(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := l.PidfdID()
+	l.Close()
+	if err != nil || id == 0 {
+		t.Fatalf("PidfdID = %d, %v", id, err)
+	}
+	writeState(t, dir, "good", cmd.Process.Pid, fmt.Sprintf("LEADER_PIDFDID=%d\n", id))
+	if l, err := Find("good", opts(dir)); err != nil {
+		t.Errorf("matching LEADER_PIDFDID: %v", err)
+	} else {
+		l.Close()
+	}
+	writeState(t, dir, "other", cmd.Process.Pid, fmt.Sprintf("LEADER_PIDFDID=%d\n", id+1))
+	if _, err := Find("other", opts(dir)); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("wrong LEADER_PIDFDID: %v, want ErrNotRunning", err)
+	}
+}
+
+func TestFindStale(t *testing.T) {
+	dir := t.TempDir()
+	// A leader that has exited.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	writeState(t, dir, "gone", dead.Process.Pid, "")
+	_, err := Find("gone", opts(dir))
+	var nr *NotRunningError
+	if !errors.As(err, &nr) || !strings.Contains(nr.Reason, "exited") {
+		t.Errorf("exited leader: %v", err)
+	}
+	// A PID that now belongs to a process started after the registration.
+	cmd := startProcess(t)
+	writeState(t, dir, "reused", cmd.Process.Pid, "MONOTONIC=1000\n")
+	if _, err := Find("reused", opts(dir)); !errors.As(err, &nr) || !strings.Contains(nr.Reason, "another process") {
+		t.Errorf("reused pid: %v", err)
+	}
+	// Unknown machine: the running ones are listed.
+	if _, err := Find("nosuch", opts(dir)); !errors.As(err, &nr) || strings.Join(nr.Running, ",") != "gone,reused" {
+		t.Errorf("unknown machine: %v (running %v)", err, nr)
+	}
+}
+
+func TestFindBadRecords(t *testing.T) {
+	dir := t.TempDir()
+	cmd := startProcess(t)
+	writeState(t, dir, "real", cmd.Process.Pid, "")
+	if err := os.WriteFile(filepath.Join(dir, "wrong"), []byte(fmt.Sprintf("NAME=real\nLEADER=%d\n", cmd.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Find("wrong", opts(dir)); !errors.Is(err, ErrBadState) {
+		t.Errorf("NAME mismatch: %v, want ErrBadState", err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "real"), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Find("link", opts(dir)); err == nil {
+		t.Error("a symlinked state file was followed")
+	}
+	if err := unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Find("fifo", opts(dir)); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a FIFO state file was accepted")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Find blocked on a FIFO state file")
+	}
+	for _, name := range []string{"../x", "a/b", ".host", ""} {
+		if _, err := Find(name, opts(dir)); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Find(%q) = %v, want ErrInvalidName", name, err)
+		}
+	}
+}
+
+// TestFindWaitsForExec: machined registers the leader before it has exec'd
+// the machine's init, while its comm is still systemd-nspawn.
+func TestFindWaitsForExec(t *testing.T) {
+	bin := t.TempDir()
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(bin, "systemd-nspawn")
+	if err := os.Symlink(sh, fake); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := startProcess(t, fake, "-c", "sleep 0.3; exec sleep 600")
+	writeState(t, dir, "starting", cmd.Process.Pid, "")
+	t0 := time.Now()
+	l, err := Find("starting", opts(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if comm, _ := l.Comm(); comm != "sleep" {
+		t.Errorf("leader comm after Find = %q, want sleep (waited %v)", comm, time.Since(t0))
+	}
+
+	cmd2 := startProcess(t, fake, "-c", "sleep 600")
+	writeState(t, dir, "stuck", cmd2.Process.Pid, "")
+	o := opts(dir)
+	o.ExecWait = 100 * time.Millisecond
+	if _, err := Find("stuck", o); err == nil || !strings.Contains(err.Error(), "still starting") {
+		t.Errorf("leader that never execs: %v", err)
+	}
+}
+
+func TestParseListReplyReal(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "testdata", "machined-257", "io.systemd.Machine.List.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	var got []*Machine
+	for sc.Scan() {
+		// varlinkctl prints one JSON reply per line, each after an RS (0x1e).
+		m, err := parseListReply([]byte(`{"parameters":` + strings.TrimPrefix(sc.Text(), "\x1e") + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d replies", len(got))
+	}
+	inner := got[1].state()
+	if inner.Name != "inner" || inner.Leader != 131 || inner.LeaderPidfdID != 234553 ||
+		inner.Scope != "machine-inner.scope" || inner.Monotonic != 4596874717 || inner.Root != "/var/lib/machines/inner" {
+		t.Errorf("inner = %+v", inner)
+	}
+	if _, err := parseListReply([]byte(`{"error":"io.systemd.Machine.NoSuchMachine","parameters":{}}`)); !errors.Is(err, errNoSuchMachine) {
+		t.Errorf("NoSuchMachine: %v", err)
+	}
+}
