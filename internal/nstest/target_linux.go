@@ -302,3 +302,19 @@ func (tg *Target) Namespaces(t testing.TB) map[string]uint64 {
 	}
 	return ns
 }
+
+// WriteFile writes data to path inside the target, as the target's root
+// with mode perm. It writes through util-linux nsenter (a test tool) because
+// the host's root is no user of a user-namespaced target: its files there
+// would have an unmapped owner, which the kernel refuses (EOVERFLOW).
+func (tg *Target) WriteFile(t testing.TB, path, data string, perm os.FileMode) {
+	t.Helper()
+	nsenter := testenv.LookPath(t, "nsenter")
+	cmd := exec.Command(nsenter, "-t", strconv.Itoa(tg.PID), "-a", "/bin/sh", "-c", `cat >"$1" && chmod "$2" "$1"`,
+		"sh", path, fmt.Sprintf("%o", perm.Perm()))
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Stdin = strings.NewReader(data)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nstest: write %s in target %s: %v\n%s", path, tg.Name, err, out)
+	}
+}

@@ -81,6 +81,14 @@ func TestTargets(t *testing.T) {
 				t.Errorf("the target's /usr is writable")
 			}
 
+			tg.WriteFile(t, "/tmp/written", "data\n", 0o640)
+			if err := syscall.Stat(tg.Path("/tmp/written"), &st); err != nil || st.Uid != base || st.Gid != base || st.Mode&0o7777 != 0o640 {
+				t.Errorf("WriteFile: owner %d:%d mode %o (%v), want %d:%d 640", st.Uid, st.Gid, st.Mode&0o7777, err, base, base)
+			}
+			if b, err := os.ReadFile(tg.Path("/tmp/written")); err != nil || string(b) != "data\n" {
+				t.Errorf("WriteFile wrote %q (%v)", b, err)
+			}
+
 			wantMap := "0 0 4294967295"
 			if spec.User {
 				wantMap = fmt.Sprintf("0 %d %d", UIDBase, IDCount)
