@@ -220,7 +220,16 @@ func TestFindWaitsForExec(t *testing.T) {
 		t.Errorf("leader comm after Find = %q, want sleep (waited %v)", comm, time.Since(t0))
 	}
 
-	cmd2 := startProcess(t, fake, "-c", "sleep 600")
+	// sleep under the name systemd-nspawn: a leader that never execs.
+	stuck := filepath.Join(t.TempDir(), "systemd-nspawn")
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(sleep, stuck); err != nil {
+		t.Fatal(err)
+	}
+	cmd2 := startProcess(t, stuck, "600")
 	writeState(t, dir, "stuck", cmd2.Process.Pid, "")
 	o := opts(dir)
 	o.ExecWait = 100 * time.Millisecond

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"slices"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // Account is one line of a passwd file.
@@ -57,32 +55,152 @@ func FindAccount(r io.Reader, match func(Account) bool) (Account, bool, error) {
 	return Account{}, false, sc.Err()
 }
 
-// OpenRegular opens path for reading only if it is a regular file, so a FIFO
-// or device planted in a machine cannot block or feed the tool.
-func OpenRegular(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	return f, nil
+// Group is one line of a group file.
+type Group struct {
+	Name    string
+	GID     uint32
+	Members []string
 }
 
-// LoginShell returns the shell of the account with uid in the passwd file
-// at path, or /bin/sh when there is none, it is empty, or it cannot be run.
-func LoginShell(path string, uid uint32) string {
-	const fallback = "/bin/sh"
-	f, err := OpenRegular(path)
+// ParseGroupLine parses "name:password:gid:member,member".
+func ParseGroupLine(line string) (Group, error) {
+	f := strings.Split(line, ":")
+	if len(f) != 4 || f[0] == "" {
+		return Group{}, fmt.Errorf("%w: want 4 fields", ErrBadGroupLine)
+	}
+	gid, err := strconv.ParseUint(f[2], 10, 32)
 	if err != nil {
-		return fallback
+		return Group{}, fmt.Errorf("%w: gid %q", ErrBadGroupLine, f[2])
+	}
+	g := Group{Name: f[0], GID: uint32(gid)}
+	for _, m := range strings.Split(f[3], ",") {
+		if m != "" {
+			g.Members = append(g.Members, m)
+		}
+	}
+	return g, nil
+}
+
+// ErrBadGroupLine is wrapped by ParseGroupLine's errors.
+var ErrBadGroupLine = errors.New("malformed group line")
+
+// eachGroup calls fn for each well-formed line of a group file until fn returns false.
+func eachGroup(r io.Reader, fn func(Group) bool) error {
+	sc := bufio.NewScanner(io.LimitReader(r, maxAccountFile))
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	for sc.Scan() {
+		if g, err := ParseGroupLine(sc.Text()); err == nil && !fn(g) {
+			return nil
+		}
+	}
+	return sc.Err()
+}
+
+// User is who the command runs as inside the machine.
+type User struct {
+	Account
+	Groups []uint32 // supplementary groups, the primary one included
+}
+
+// ErrNoUser: the user or group named is not in the machine's files.
+var ErrNoUser = errors.New("no such user or group")
+
+const fallbackShell = "/bin/sh"
+
+// LookupUser resolves spec, "USER[:GROUP]" where USER and GROUP are names
+// or numbers, in the machine's /etc/passwd and /etc/group. A number with
+// no account is allowed (home "/", shell /bin/sh). Without GROUP the
+// primary group is the account's and the supplementary groups are those
+// /etc/group lists the user in; with GROUP that group is the only one.
+func (m *Machine) LookupUser(spec string) (User, error) {
+	userPart, groupPart, hasGroup := strings.Cut(spec, ":")
+	if userPart == "" || hasGroup && groupPart == "" {
+		return User{}, fmt.Errorf("%w: %q: want USER or USER:GROUP", ErrNoUser, spec)
+	}
+	uid, numeric := parseID(userPart)
+	acct, found, err := m.findAccount(func(a Account) bool {
+		if numeric {
+			return a.UID == uid
+		}
+		return a.Name == userPart
+	})
+	if err != nil {
+		return User{}, err
+	}
+	switch {
+	case found:
+	case numeric:
+		acct = Account{Name: userPart, UID: uid, GID: uid, Home: "/"}
+	default:
+		return User{}, fmt.Errorf("%w: no user %q in the machine's /etc/passwd", ErrNoUser, userPart)
+	}
+	if acct.Home == "" {
+		acct.Home = "/"
+	}
+	if !strings.HasPrefix(acct.Shell, "/") || !m.IsExecutable(acct.Shell) {
+		acct.Shell = fallbackShell
+	}
+	u := User{Account: acct}
+	if hasGroup {
+		gid, numeric := parseID(groupPart)
+		if !numeric {
+			g, ok, err := m.findGroup(func(g Group) bool { return g.Name == groupPart })
+			if err != nil {
+				return User{}, err
+			}
+			if !ok {
+				return User{}, fmt.Errorf("%w: no group %q in the machine's /etc/group", ErrNoUser, groupPart)
+			}
+			gid = g.GID
+		}
+		u.GID, u.Groups = gid, []uint32{gid}
+		return u, nil
+	}
+	u.Groups = []uint32{u.GID}
+	f, err := m.Open("/etc/group")
+	if err != nil {
+		return u, nil // no group file: the primary group only
 	}
 	defer f.Close()
-	a, ok, _ := FindAccount(f, func(a Account) bool { return a.UID == uid })
-	if !ok || !strings.HasPrefix(a.Shell, "/") || checkExecutable(a.Shell) != nil {
-		return fallback
+	err = eachGroup(f, func(g Group) bool {
+		if g.GID != u.GID && slices.Contains(g.Members, u.Name) && !slices.Contains(u.Groups, g.GID) {
+			u.Groups = append(u.Groups, g.GID)
+		}
+		return len(u.Groups) < maxGroups
+	})
+	return u, err
+}
+
+// maxGroups is the kernel's NGROUPS_MAX.
+const maxGroups = 65536
+
+func parseID(s string) (uint32, bool) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	return uint32(n), err == nil && n != 0xFFFFFFFF
+}
+
+func (m *Machine) findAccount(match func(Account) bool) (Account, bool, error) {
+	f, err := m.Open("/etc/passwd")
+	if err != nil {
+		return Account{}, false, nil
 	}
-	return a.Shell
+	defer f.Close()
+	return FindAccount(f, match)
+}
+
+func (m *Machine) findGroup(match func(Group) bool) (Group, bool, error) {
+	f, err := m.Open("/etc/group")
+	if err != nil {
+		return Group{}, false, nil
+	}
+	defer f.Close()
+	var found Group
+	ok := false
+	err = eachGroup(f, func(g Group) bool {
+		if match(g) {
+			found, ok = g, true
+		}
+		return !ok
+	})
+	return found, ok, err
 }

@@ -81,16 +81,26 @@ func (e *JoinError) Error() string {
 func (e *JoinError) Unwrap() error { return e.Err }
 
 // Prepare is called on the joined thread, whose root directory and mount
-// namespace are the machine's (when the mount namespace is joined): paths
-// it opens resolve inside the machine, and no symlink there leads to a host
-// file. It returns the command to run.
-type Prepare func() (*Command, error)
+// namespace are the machine's when the mount namespace is joined. m reads
+// the machine's files safely in any case. It returns the command to run.
+type Prepare func(m *Machine) (*Command, error)
+
+// Options are choices about how the command is started.
+type Options struct {
+	// JoinCgroup places the command in the leader's cgroups (v2, and the
+	// name=systemd v1 group on hybrid hosts), so that it belongs to the
+	// machine's unit and ends with it.
+	JoinCgroup bool
+}
 
 // Process is a command started inside a machine.
 type Process struct {
-	PID   int // in our PID namespace
-	pidfd int
-	done  chan waitResult
+	PID int // in our PID namespace
+	// CgroupErr says why the command could not join the leader's cgroups
+	// (Options.JoinCgroup); it then runs in the caller's.
+	CgroupErr error
+	pidfd     int
+	done      chan waitResult
 }
 
 type waitResult struct {
@@ -116,8 +126,13 @@ func (p *Process) Wait() (unix.WaitStatus, error) {
 // prepare there, and starts the command it returns in a fork that joins the
 // user and time namespaces last. The thread is never used for anything
 // else: it ends when the command has been waited for.
-func Start(l *leader.Leader, plan Plan, prepare Prepare) (*Process, error) {
-	j := &joiner{l: l, plan: plan, rootFD: -1, started: make(chan error, 1)}
+func Start(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (*Process, error) {
+	j := &joiner{l: l, plan: plan, rootFD: -1, cg: cgroups{v2Dir: -1, v1Procs: -1}, started: make(chan error, 1)}
+	if opt.JoinCgroup {
+		if j.cg, j.cgErr = openCgroups(l); j.cgErr != nil {
+			j.cgErr = fmt.Errorf("join the cgroup of %s: %w", l, j.cgErr)
+		}
+	}
 	if err := j.openHostFDs(); err != nil {
 		j.closeHostFDs()
 		return nil, err
@@ -134,7 +149,9 @@ func Start(l *leader.Leader, plan Plan, prepare Prepare) (*Process, error) {
 type joiner struct {
 	l       *leader.Leader
 	plan    Plan
-	rootFD  int    // the leader's root directory, opened on the host
+	rootFD  int // the leader's root directory, opened on the host
+	cg      cgroups
+	cgErr   error
 	nsFDs   []nsFD // per-namespace descriptors, only where setns(pidfd) is missing
 	nofile  *unix.Rlimit
 	started chan error
@@ -147,13 +164,11 @@ type nsFD struct {
 
 // openHostFDs opens, before any join, every host-side descriptor the joins need.
 func (j *joiner) openHostFDs() error {
-	if j.plan.Join&Set(unix.CLONE_NEWNS) != 0 {
-		fd, err := unix.Openat(j.l.Dir(), "root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open root directory of %s: %w", j.l, err)
-		}
-		j.rootFD = fd
+	fd, err := unix.Openat(j.l.Dir(), "root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open root directory of %s: %w", j.l, err)
 	}
+	j.rootFD = fd
 	if !pidfdSetns() {
 		for _, ns := range Namespaces {
 			if !j.plan.Join.Has(ns) {
@@ -184,6 +199,7 @@ func (j *joiner) closeHostFDs() {
 		unix.Close(n.fd)
 	}
 	j.nsFDs = nil
+	j.cg.close()
 }
 
 // run is the body of the dedicated thread.
@@ -197,7 +213,7 @@ func (j *joiner) run(p *Process, prepare Prepare) {
 		j.started <- err
 		return
 	}
-	p.PID, p.pidfd = pid, pidfd
+	p.PID, p.pidfd, p.CgroupErr = pid, pidfd, j.cgErr
 	j.started <- nil
 	var r waitResult
 	for {
@@ -221,12 +237,12 @@ func (j *joiner) start(prepare Prepare) (int, int, error) {
 	if err := j.setns(onThread); err != nil {
 		return 0, -1, &JoinError{Leader: j.l, Set: onThread, Err: err}
 	}
-	if j.rootFD >= 0 {
+	if j.plan.Join&Set(unix.CLONE_NEWNS) != 0 {
 		if err := enterRoot(j.rootFD); err != nil {
 			return 0, -1, fmt.Errorf("enter root directory of %s: %w", j.l, err)
 		}
 	}
-	cmd, err := prepare()
+	cmd, err := prepare(&Machine{root: j.rootFD})
 	if err != nil {
 		return 0, -1, err
 	}
@@ -243,9 +259,16 @@ func (j *joiner) start(prepare Prepare) (int, int, error) {
 	if err != nil {
 		return 0, -1, err
 	}
-	pid, pidfd, err := forkExec(s, -1)
-	runtime.KeepAlive(s)
+	s.v1Procs = int32(j.cg.v1Procs)
+	pid, pidfd, err := forkExec(s, j.cg.v2Dir)
 	var ce *ChildError
+	if err != nil && (j.cg.v2Dir >= 0 || j.cg.v1Procs >= 0) && (!errors.As(err, &ce) || ce.Step == stepText[stepCgroup]) {
+		// The cgroups would not take the command: start it in the caller's.
+		j.cgErr = fmt.Errorf("join the cgroup of %s: %w", j.l, err)
+		s.v1Procs = -1
+		pid, pidfd, err = forkExec(s, -1)
+	}
+	runtime.KeepAlive(s)
 	if errors.As(err, &ce) {
 		switch ce.Step {
 		case stepText[stepExec]:

@@ -42,6 +42,7 @@ type step uint32
 
 const (
 	stepNone step = iota
+	stepCgroup
 	stepSetns
 	stepStdio
 	stepSetsid
@@ -56,6 +57,7 @@ const (
 
 var stepText = [...]string{
 	stepNone:       "start",
+	stepCgroup:     "join the name=systemd cgroup",
 	stepSetns:      "join namespaces",
 	stepStdio:      "set up standard input/output",
 	stepSetsid:     "start a new session",
@@ -86,6 +88,7 @@ type setnsCall struct{ fd, flags uintptr }
 // and C strings only, nothing the child would have to allocate.
 type forkSpec struct {
 	setns     [2]setnsCall // the user and time namespaces; flags 0 = unused
+	v1Procs   int32        // cgroup.procs of a v1 group to write "0" to; -1 = none
 	stdio     [3]int32     // dup'ed onto 0, 1, 2 when not already there
 	setsid    bool
 	ctty      bool // TIOCSCTTY on fd 0 (after setsid)
@@ -106,6 +109,8 @@ type cloneArgs struct {
 	flags, pidfd, childTID, parentTID, exitSignal, stack, stackSize, tls, setTID, setTIDSize, cgroup uint64
 }
 
+var zero = [...]byte{'0'}
+
 // childMain never returns.
 //
 //go:nosplit
@@ -118,6 +123,13 @@ func childMain(s *forkSpec) {
 		i  int
 		p  uintptr
 	)
+	// While still host root: move into the machine's name=systemd group.
+	if s.v1Procs >= 0 {
+		st = stepCgroup
+		if _, _, e = syscall.RawSyscall(unix.SYS_WRITE, uintptr(s.v1Procs), uintptr(unsafe.Pointer(&zero[0])), 1); e != 0 {
+			goto fail
+		}
+	}
 	// Drop supplementary groups while still in the caller's user namespace:
 	// inside one whose setgroups file says "deny" it would fail.
 	if s.setCreds {

@@ -42,7 +42,18 @@ const ExitFailure = 125
 // options come from nsjoin.Namespaces (see keepOptions).
 type grammar struct {
 	Machine string `arg:"" optional:"" help:"Name of the running machine, as registered with systemd-machined."`
-	PID     int    `name:"pid" placeholder:"PID" help:"Enter the namespaces of process PID instead of a machine's leader."`
+	PID     *int   `name:"pid" placeholder:"PID" help:"Enter the namespaces of process PID instead of a machine's leader."`
+
+	User string `short:"u" placeholder:"USER[:GROUP]" help:"Run as USER, a name or number from the machine's /etc/passwd, with its groups from the machine's /etc/group (only GROUP if given). Default: root (uid 0)."`
+	WD   string `name:"wd" placeholder:"DIR" help:"Working directory inside the machine. Default: the user's home if it exists, else /."`
+
+	KeepEnv   bool     `name:"keep-env" xor:"env" help:"Pass the caller's environment unchanged (what nsenter does) instead of a clean login environment."`
+	LeaderEnv bool     `name:"leader-env" xor:"env" help:"Start from the leader's environment (/proc/PID/environ) instead of a clean login environment."`
+	Setenv    []string `name:"setenv" placeholder:"KEY=VALUE" help:"Set an environment variable, after the rest (repeatable)."`
+
+	PTY        bool `name:"pty" xor:"pty" help:"Give the command a terminal of the machine's own even when stdin or stdout is not a terminal."`
+	NoPTY      bool `name:"no-pty" xor:"pty" help:"Keep the caller's descriptors even on a terminal (the command then shares the caller's terminal)."`
+	KeepCgroup bool `name:"keep-cgroup" help:"Keep the command in the caller's cgroup instead of the leader's (it then outlives the machine's unit)."`
 }
 
 // keepOptions builds a struct type with one bool field per namespace kind,
@@ -77,7 +88,12 @@ func main() {
 	var g grammar
 	keep := keepOptions()
 	cli.Parse(prog, description, &g, args, kong.Embed(keep.Interface()))
-	if (g.Machine == "") == (g.PID == 0) {
+	if g.PID != nil && *g.PID < 1 {
+		msg.Error("--pid wants a process ID (a positive number)")
+		msg.Hint("see '%s --help'", prog)
+		os.Exit(cli.ExitUsage)
+	}
+	if (g.Machine == "") == (g.PID == nil) {
 		msg.Error("name a machine or give --pid PID (one of them)")
 		msg.Hint("see '%s --help'", prog)
 		os.Exit(cli.ExitUsage)
@@ -103,10 +119,13 @@ func splitCommand(args []string) (opts, command []string) {
 }
 
 func run(g grammar, keep nsjoin.Set, command []string) error {
+	env, err := checkSetenv(g.Setenv)
+	if err != nil {
+		return err
+	}
 	var l *leader.Leader
-	var err error
-	if g.PID != 0 {
-		l, err = leader.Open(g.PID)
+	if g.PID != nil {
+		l, err = leader.Open(*g.PID)
 	} else {
 		l, err = leader.Find(g.Machine, nil)
 	}
@@ -115,23 +134,79 @@ func run(g grammar, keep nsjoin.Set, command []string) error {
 	}
 	plan, err := nsjoin.NewPlan(l.Dir(), keep)
 	if err != nil {
+		l.Close()
 		return fmt.Errorf("%s: %w", l, err)
 	}
-	prepare := func() (*nsjoin.Command, error) {
-		c := &nsjoin.Command{Args: command, Env: os.Environ()}
+	var base []string
+	switch {
+	case g.KeepEnv:
+		base = os.Environ()
+	case g.LeaderEnv:
+		data, err := l.ReadProc("environ")
+		if err != nil {
+			l.Close()
+			return err
+		}
+		base = strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+	}
+	usePTY := g.PTY || !g.NoPTY && isTerminal(0) && isTerminal(1)
+	mounted := !plan.Kept.Has(mountNamespace)
+	var pty *nsjoin.PTY
+	prepare := func(m *nsjoin.Machine) (*nsjoin.Command, error) {
+		spec := "0"
+		if g.User != "" {
+			spec = g.User
+		}
+		u, err := m.LookupUser(spec)
+		if err != nil {
+			return nil, err
+		}
+		c := &nsjoin.Command{Args: command}
+		if g.User != "" {
+			c.Creds = &nsjoin.Creds{UID: u.UID, GID: u.GID, Groups: u.Groups}
+		}
 		if len(command) == 0 {
-			shell := nsjoin.LoginShell("/etc/passwd", 0)
-			c.Args, c.Argv0 = []string{shell}, "-"+path.Base(shell)
+			c.Args, c.Argv0 = []string{u.Shell}, "-"+path.Base(u.Shell)
+		}
+		switch {
+		case g.WD != "":
+			c.Dir = g.WD
+		case mounted && m.IsDir(u.Home):
+			c.Dir = u.Home
+		}
+		if base == nil && !g.KeepEnv && !g.LeaderEnv {
+			base = loginEnv(u)
+		}
+		c.Env = mergeEnv(base, env)
+		if usePTY {
+			if pty, err = m.OpenPTY(); err != nil {
+				return nil, err
+			}
+			c.Stdio, c.Setsid, c.Ctty = []int{pty.Slave, pty.Slave, pty.Slave}, true, true
 		}
 		return c, nil
 	}
-	// Taken before the start so that none is lost; forwarded once it runs.
+	// Taken before the start so that none is lost; passed on once it runs.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
-	p, err := nsjoin.Start(l, plan, prepare)
+	p, err := nsjoin.Start(l, plan, nsjoin.Options{JoinCgroup: !g.KeepCgroup}, prepare)
 	l.Close()
+	if pty != nil {
+		unix.Close(pty.Slave)
+	}
 	if err != nil {
 		return err
+	}
+	if p.CgroupErr != nil {
+		cli.New(prog).Warning("%v; the command stays in the caller's cgroup", p.CgroupErr)
+	}
+	var sess *session
+	if pty != nil {
+		if sess, err = startSession(pty); err != nil {
+			p.Signal(unix.SIGKILL)
+			p.Wait()
+			return fmt.Errorf("set up the terminal: %w", err)
+		}
 	}
 	go func() {
 		for s := range sigs {
@@ -139,12 +214,68 @@ func run(g grammar, keep nsjoin.Set, command []string) error {
 		}
 	}()
 	ws, err := p.Wait()
+	if sess != nil {
+		sess.finish()
+	}
 	if err != nil {
 		return fmt.Errorf("wait for the command: %w", err)
 	}
 	signal.Stop(sigs)
 	nsjoin.ExitLike(ws)
 	return nil
+}
+
+// mountNamespace is the table entry of the mount namespace.
+var mountNamespace = func() nsjoin.Namespace {
+	for _, ns := range nsjoin.Namespaces {
+		if ns.Proc == "mnt" {
+			return ns
+		}
+	}
+	panic("no mount namespace in nsjoin.Namespaces")
+}()
+
+// errUsage marks an error in the command line found after parsing.
+var errUsage = errors.New("usage")
+
+// checkSetenv validates --setenv values.
+func checkSetenv(vars []string) ([]string, error) {
+	for _, kv := range vars {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.ContainsRune(kv, 0) {
+			return nil, fmt.Errorf("%w: --setenv %q: want KEY=VALUE", errUsage, kv)
+		}
+	}
+	return vars, nil
+}
+
+// loginEnv is the clean environment of a login, as machinectl shell gives:
+// the caller's terminal type and locale, the user's identity, a standard PATH.
+func loginEnv(u nsjoin.User) []string {
+	env := []string{"PATH=" + nsjoin.DefaultPath, "HOME=" + u.Home, "USER=" + u.Name, "LOGNAME=" + u.Name, "SHELL=" + u.Shell}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "TERM" || k == "LANG" || k == "LANGUAGE" || strings.HasPrefix(k, "LC_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// mergeEnv returns base with the variables of set added or replaced.
+func mergeEnv(base, set []string) []string {
+	out := make([]string, 0, len(base)+len(set))
+	index := map[string]int{}
+	for _, kv := range append(append([]string{}, base...), set...) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := index[k]; ok {
+			out[i] = kv
+			continue
+		}
+		index[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
 }
 
 // fail reports err, if any, and exits with the status it calls for.
@@ -158,6 +289,12 @@ func fail(msg *cli.Messages, err error) {
 	case errors.As(err, &execErr):
 		msg.Error("%v", err)
 		os.Exit(execErr.Code())
+	case errors.Is(err, errUsage):
+		msg.Error("%v", strings.TrimPrefix(err.Error(), "usage: "))
+		msg.Hint("see '%s --help'", prog)
+		os.Exit(cli.ExitUsage)
+	case errors.Is(err, nsjoin.ErrNoUser):
+		msg.Error("%v", err)
 	case errors.Is(err, leader.ErrInvalidName):
 		msg.Error("%v", err)
 		msg.Hint("machine names have 1 to 64 characters of A-Z a-z 0-9 . - ; see '%s --help'", prog)

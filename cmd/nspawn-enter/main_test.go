@@ -125,7 +125,9 @@ func tools(t testing.TB) []tool {
 			return append([]string{nsenter, "-t", strconv.Itoa(pid), "-a"}, cmd...)
 		}},
 		{"nspawn-enter", func(_ testing.TB, pid int, cmd ...string) []string {
-			return append([]string{enter, "--pid", strconv.Itoa(pid), "--"}, cmd...)
+			// nsenter -a starts in the target's working directory, "/";
+			// nspawn-enter starts in the user's home unless told.
+			return append([]string{enter, "--pid", strconv.Itoa(pid), "--wd", "/", "--"}, cmd...)
 		}},
 	}
 }
