@@ -50,7 +50,8 @@ type Spec struct {
 
 // Target is a running target. Its rootfs is a tmpfs with /usr bind-mounted
 // read-only, /bin /lib /lib64 /sbin symlinks into it, /dev (the host's,
-// bound), /proc of its own PID namespace, /tmp (mode 1777), /etc/passwd,
+// bound) with a devpts instance of its own on /dev/pts (as nspawn mounts),
+// /proc of its own PID namespace, /tmp (mode 1777), /etc/passwd,
 // /etc/group (root, alice 1000, group staff 50), /etc/hostname, /etc/marker
 // and /home/alice (owned by alice). Its loopback interface is up.
 type Target struct {
@@ -91,6 +92,7 @@ ln -s usr/sbin sbin
 mount --bind /usr usr
 mount -o remount,bind,ro usr
 mount --rbind /dev dev
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 "nstest-$name-pts" dev/pts
 printf 'root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n' >etc/passwd
 printf 'root:x:0:\nalice:x:1000:\nstaff:x:50:alice\n' >etc/group
 echo "$name" >etc/hostname
