@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -84,6 +85,7 @@ type Choice struct {
 	Comm   string    // /proc/PID/comm
 	Exe    string    // /proc/PID/exe, "" if unreadable
 	Takes  SignalSet // the signals it handles, blocks or waits for
+	surely SignalSet // Takes without those that are only blocked
 	Reason string    // one phrase for people
 	Doubt  string    // set when the choice goes against the masks
 }
@@ -103,16 +105,20 @@ func Choose(l *leader.Leader, deadline time.Time) (*Choice, error) {
 	c.Exe, _ = l.Exe() // a zombie or a deleted binary: comm alone decides
 	c.Init = Recognise(c.Comm, c.Exe)
 	for {
-		if c.Takes, err = Takes(l); err != nil {
+		sigs, err := ReadSignals(l)
+		if err != nil {
 			return nil, gone(l, err)
 		}
-		if c.decide() {
+		c.Takes, c.surely = sigs.Takes(), sigs.Surely()
+		age, err := Age(l)
+		young := err == nil && age < Settle
+		if c.decide(young) {
 			return c, nil
 		}
-		wait := settlePoll
-		if age, err := Age(l); err != nil || age >= Settle {
+		if !young {
 			break
 		}
+		wait := settlePoll
 		if !deadline.IsZero() {
 			wait = min(wait, time.Until(deadline))
 			if wait <= 0 {
@@ -137,10 +143,16 @@ func Choose(l *leader.Leader, deadline time.Time) (*Choice, error) {
 	return c, nil
 }
 
-// decide sets Signal and Reason when the masks confirm a choice.
-func (c *Choice) decide() bool {
+// decide sets Signal and Reason when the masks confirm a choice. While
+// the process is young, a signal that is only blocked does not count: it
+// may be blocked for a moment, not for good.
+func (c *Choice) decide(young bool) bool {
+	takes := c.Takes
+	if young {
+		takes = c.surely
+	}
 	if c.Init != nil {
-		if !c.Takes.Has(c.Init.Signal) {
+		if !takes.Has(c.Init.Signal) {
 			return false
 		}
 		c.Signal = c.Init.Signal
@@ -148,7 +160,7 @@ func (c *Choice) decide() bool {
 		return true
 	}
 	for _, conv := range conventions {
-		if c.Takes.Has(conv.sig) {
+		if takes.Has(conv.sig) {
 			c.Signal = conv.sig
 			c.Reason = fmt.Sprintf("unknown init that takes %s; %s is %s", c.Takes, SignalName(conv.sig), conv.why)
 			return true
@@ -165,26 +177,76 @@ func gone(l *leader.Leader, err error) error {
 	return err
 }
 
-// Takes returns the signals l would act on if sent from outside its PID
-// namespace: those it has a handler for (SigCgt), blocks to take by
-// signalfd or sigwait (SigBlk), or waits for in rt_sigtimedwait right now
-// (busybox init waits there with nothing blocked).
-func Takes(l *leader.Leader) (SignalSet, error) {
+// Signals is what a process does with signals, as /proc shows it.
+type Signals struct {
+	Caught   SignalSet // handlers (SigCgt)
+	Blocked  SignalSet // blocked (SigBlk): queued for signalfd or sigwait, or only for a while
+	Waited   SignalSet // the set it waits for in rt_sigtimedwait right now
+	Signalfd SignalSet // the masks of its signalfds
+}
+
+// Takes is every signal l would act on if sent from outside its PID
+// namespace, where signals an init neither handles nor blocks are dropped.
+func (s Signals) Takes() SignalSet { return s.Caught | s.Blocked | s.Waited | s.Signalfd }
+
+// Surely leaves out signals that are only blocked: a shell blocks
+// everything for a moment while it forks, and a blocked signal without a
+// handler is dropped when it is unblocked.
+func (s Signals) Surely() SignalSet { return s.Caught | s.Waited | s.Signalfd }
+
+// ReadSignals reads how l takes signals: SigCgt and SigBlk from
+// /proc/PID/status, the set it waits for if it sleeps in rt_sigtimedwait
+// (busybox init waits there with nothing blocked), and the masks of its
+// signalfds (systemd, s6-svscan).
+func ReadSignals(l *leader.Leader) (Signals, error) {
+	var s Signals
 	before := waited(l)
 	status, err := l.ReadProc("status")
 	if err != nil {
-		return 0, err
+		return s, err
 	}
-	set := before | waited(l)
-	for _, key := range []string{"SigCgt:", "SigBlk:"} {
-		v, err := statusMask(status, key)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/status: %w", l.PID, err)
-		}
-		set |= v
+	s.Waited = before | waited(l)
+	if s.Caught, err = statusMask(status, "SigCgt:"); err == nil {
+		s.Blocked, err = statusMask(status, "SigBlk:")
 	}
-	return set, nil
+	if err != nil {
+		return s, fmt.Errorf("/proc/%d/status: %w", l.PID, err)
+	}
+	s.Signalfd = signalfds(l)
+	return s, nil
 }
+
+// signalfds is the union of the masks of l's signalfds, read from
+// /proc/PID/fdinfo. Anything unreadable gives the empty set.
+func signalfds(l *leader.Leader) SignalSet {
+	fd, err := unix.Openat(l.Dir(), "fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	dir := os.NewFile(uintptr(fd), "fd")
+	defer dir.Close()
+	names, _ := dir.Readdirnames(maxFDs)
+	var set SignalSet
+	buf := make([]byte, 64)
+	for _, name := range names {
+		n, err := unix.Readlinkat(fd, name, buf)
+		if err != nil || string(buf[:n]) != "anon_inode:[signalfd]" {
+			continue
+		}
+		info, err := l.ReadProc("fdinfo/" + name)
+		if err != nil {
+			continue
+		}
+		if m, err := statusMask(info, "sigmask:"); err == nil {
+			set |= m
+		}
+	}
+	return set
+}
+
+// maxFDs bounds the descriptors looked at for signalfds; systemd has a few
+// hundred.
+const maxFDs = 4096
 
 // statusMask reads one hex mask line of /proc/PID/status.
 func statusMask(status []byte, key string) (SignalSet, error) {
