@@ -383,7 +383,7 @@ func TestReaped(t *testing.T) {
 	l := open(t, cmd.Process.Pid)
 	cmd.Process.Kill()
 	cmd.Wait()
-	if err := Send(l, unix.SIGTERM); !errors.Is(err, ErrExited) || !errors.Is(err, ErrExited) {
+	if err := Send(l, unix.SIGTERM); !errors.Is(err, ErrExited) {
 		t.Fatalf("Send after reaping: %v, want ErrExited", err)
 	}
 	res, err := Stop(l, Options{Timeout: time.Second, Report: testReport{t}})
