@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,4 +266,66 @@ func TestParseListReplyReal(t *testing.T) {
 	if _, err := parseListReply([]byte(`{"error":"io.systemd.Machine.NoSuchMachine","parameters":{}}`)); !errors.Is(err, errNoSuchMachine) {
 		t.Errorf("NoSuchMachine: %v", err)
 	}
+}
+
+// serveList answers one io.systemd.Machine.List call on a unix socket
+// the way machined 257 does, with reply as the parameters (or an error).
+func serveList(t *testing.T, reply string) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "io.systemd.Machine")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, err := bufio.NewReader(c).ReadBytes(0)
+		if err != nil || !strings.Contains(string(req), `"method":"io.systemd.Machine.List"`) {
+			return
+		}
+		c.Write(append([]byte(reply), 0))
+	}()
+	return sock
+}
+
+func TestFindVarlink(t *testing.T) {
+	cmd := startProcess(t)
+	l, err := Open(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := l.PidfdID()
+	l.Close()
+	reply := func(pidfdID uint64) string {
+		return fmt.Sprintf(`{"parameters":{"name":"vm1","id":"739d334d1a704f3393fdee4bfdf9874f","class":"container","service":"systemd-nspawn","rootDirectory":"/","unit":"machine-vm1.scope","leader":{"pid":%d,"pidfdId":%d,"bootId":"b9fc1e4389b145968d84f63f8120aea6"},"timestamp":{"realtime":1796318815616367,"monotonic":%d}}}`,
+			cmd.Process.Pid, pidfdID, monotonicNow(t))
+	}
+	empty := t.TempDir() // no state files: the answer must come from varlink
+	l, err = Find("vm1", &Options{StateDir: empty, Varlink: serveList(t, reply(id))})
+	if err != nil {
+		t.Fatalf("varlink: %v", err)
+	}
+	if l.PID != cmd.Process.Pid || l.State.Scope != "machine-vm1.scope" {
+		t.Errorf("varlink: %+v", l)
+	}
+	l.Close()
+	if _, err := Find("vm1", &Options{StateDir: empty, Varlink: serveList(t, reply(id+1))}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("varlink, wrong pidfdId: %v, want ErrNotRunning", err)
+	}
+	noSuch := `{"error":"io.systemd.Machine.NoSuchMachine","parameters":{}}`
+	if _, err := Find("vm1", &Options{StateDir: empty, Varlink: serveList(t, noSuch)}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("varlink, no such machine: %v, want ErrNotRunning", err)
+	}
+	// No socket: the state file decides.
+	writeState(t, empty, "vm1", cmd.Process.Pid, "")
+	l, err = Find("vm1", &Options{StateDir: empty, Varlink: filepath.Join(empty, "nosocket")})
+	if err != nil {
+		t.Fatalf("fallback to the state file: %v", err)
+	}
+	l.Close()
 }

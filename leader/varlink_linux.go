@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultVarlink is machined's varlink socket (systemd ≥ 256).
@@ -38,13 +39,22 @@ type Machine struct {
 var errNoSuchMachine = errors.New("no such machine")
 
 // varlinkList calls io.systemd.Machine.List for one machine on socket.
+// It talks to the socket with plain system calls: the net package would
+// double the size of the programs.
 func varlinkList(socket, name string) (*Machine, error) {
-	c, err := net.DialTimeout("unix", socket, varlinkTimeout)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(varlinkTimeout)); err != nil {
+	defer unix.Close(fd)
+	// Bounds connect, send and receive alike.
+	tv := unix.NsecToTimeval(varlinkTimeout.Nanoseconds())
+	for _, opt := range []int{unix.SO_SNDTIMEO, unix.SO_RCVTIMEO} {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+			return nil, err
+		}
+	}
+	if err := retryEINTR(func() error { return unix.Connect(fd, &unix.SockaddrUnix{Name: socket}) }); err != nil {
 		return nil, err
 	}
 	req, err := json.Marshal(map[string]any{
@@ -54,29 +64,50 @@ func varlinkList(socket, name string) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Write(append(req, 0)); err != nil {
-		return nil, err
+	for req = append(req, 0); len(req) > 0; {
+		n, err := unix.Write(fd, req)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("varlink request: %w", err)
+		}
+		req = req[n:]
 	}
-	msg, err := readMessage(c)
+	msg, err := readMessage(fd)
 	if err != nil {
 		return nil, err
 	}
 	return parseListReply(msg)
 }
 
+func retryEINTR(f func() error) error {
+	for {
+		if err := f(); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
 // readMessage reads one NUL-terminated varlink message (at most 1 MiB).
-func readMessage(c net.Conn) ([]byte, error) {
+func readMessage(fd int) ([]byte, error) {
 	var msg []byte
 	buf := make([]byte, 4096)
 	for len(msg) < 1<<20 {
-		n, err := c.Read(buf)
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("varlink reply: %w", err)
+		}
+		if n == 0 {
+			return nil, errors.New("varlink reply: connection closed")
+		}
 		if i := bytes.IndexByte(buf[:n], 0); i >= 0 {
 			return append(msg, buf[:i]...), nil
 		}
 		msg = append(msg, buf[:n]...)
-		if err != nil {
-			return nil, fmt.Errorf("varlink reply: %w", err)
-		}
 	}
 	return nil, errors.New("varlink reply too large")
 }

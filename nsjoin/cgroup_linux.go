@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nspawn-tools/nspawn-tools/leader"
@@ -42,9 +43,13 @@ func openCgroups(l *leader.Leader) (cgroups, error) {
 	if err != nil {
 		return c, err
 	}
+	// Moving a process between cgroups is costly (the v1 write waits for an
+	// RCU grace period): none is made where the caller is already there.
+	own, _ := os.ReadFile("/proc/self/cgroup")
+	mine := strings.Split(string(own), "\n")
 	for _, line := range strings.Split(string(bytes.TrimSpace(data)), "\n") {
 		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 || !strings.HasPrefix(f[2], "/") || strings.Contains(f[2], "/..") {
+		if len(f) != 3 || !strings.HasPrefix(f[2], "/") || strings.Contains(f[2], "/..") || slices.Contains(mine, line) {
 			continue
 		}
 		switch {
@@ -63,9 +68,6 @@ func openCgroups(l *leader.Leader) (cgroups, error) {
 			}
 			c.v1Procs = fd
 		}
-	}
-	if c.v2Dir < 0 && c.v1Procs < 0 {
-		return c, fmt.Errorf("no cgroup of %s found in the mounted hierarchies", l)
 	}
 	return c, nil
 }
