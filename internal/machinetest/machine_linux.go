@@ -192,7 +192,7 @@ func Launch(name string, spec Spec) (m *Machine, err error) {
 	}
 	m.Root = filepath.Join(m.scratch, "root")
 	m.Log = filepath.Join(m.scratch, "nspawn.log")
-	if err := overlay(base, m.scratch, m.Root); err != nil {
+	if err := overlay(base, m.scratch, m.Root, spec.PrivateUsers); err != nil {
 		return m, err
 	}
 	if spec.Prepare != nil {
@@ -335,14 +335,20 @@ func (m *Machine) poll(limit time.Duration, check func() (bool, error)) error {
 }
 
 // overlay mounts an overlayfs of base (read only) with its upper and work
-// directories in scratch on root, so nothing reaches the cache.
-func overlay(base, scratch, root string) error {
+// directories in scratch on root, so nothing reaches the cache. nspawn -U
+// cannot idmap an overlayfs: it chowns the whole tree, which copies every
+// file up unless metacopy is on (then only metadata: 33 MB, not 261, for
+// the Debian rootfs).
+func overlay(base, scratch, root string, metacopy bool) error {
 	for _, d := range []string{"upper", "work", "root"} {
 		if err := os.Mkdir(filepath.Join(scratch, d), 0o755); err != nil {
 			return fmt.Errorf("machinetest: %w", err)
 		}
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", base, filepath.Join(scratch, "upper"), filepath.Join(scratch, "work"))
+	if metacopy {
+		opts += ",metacopy=on"
+	}
 	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("machinetest: mount overlay (%s): %w", opts, err)
 	}

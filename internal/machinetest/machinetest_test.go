@@ -23,26 +23,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need stops the test unless it can start real machines here.
-func need(t *testing.T) {
-	t.Helper()
-	testenv.RequireRoot(t)
-	for _, p := range []string{"systemd-nspawn", "dbus-daemon", "busctl", "nsenter"} {
-		testenv.LookPath(t, p)
-	}
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		testenv.Unavailable(t, "needs /bin/busybox (busybox-static): %v", err)
-	}
-	if _, err := os.Stat(machinedPath); err != nil {
-		testenv.Unavailable(t, "needs %s (systemd-container): %v", machinedPath, err)
-	}
-}
-
-func needDebian(t *testing.T) {
-	t.Helper()
-	need(t)
-	testenv.LookPath(t, "debootstrap")
-}
+func need(t *testing.T)       { t.Helper(); Require(t, Busybox) }
+func needDebian(t *testing.T) { t.Helper(); Require(t, Busybox, Bookworm) }
 
 // pidAlive reports whether pid names a live (not zombie) process.
 func pidAlive(pid int) bool {
@@ -242,5 +224,19 @@ func TestMirror(t *testing.T) {
 	t.Logf("mirror %s", m)
 	if !strings.HasSuffix(m, "/debian") {
 		t.Errorf("mirror %q", m)
+	}
+}
+
+// TestPrivateUsersDebian: a -U machine on the Debian overlay; nspawn
+// may chown (copy-up) the overlay, never the cache.
+func TestPrivateUsersDebian(t *testing.T) {
+	needDebian(t)
+	m := Start(t, Name("userns-deb"), Spec{Init: InitSystemd, PrivateUsers: true})
+	log, _ := os.ReadFile(m.Log)
+	t.Logf("nspawn log:\n%s", log)
+	t.Logf("upper dir: %s", duSize(filepath.Join(m.Scratch(), "upper")))
+	var base unix.Stat_t
+	if err := unix.Stat(filepath.Join(m.Base, "etc"), &base); err != nil || base.Uid != 0 {
+		t.Errorf("cached rootfs /etc owned by %d (%v), want 0: the cache was chowned", base.Uid, err)
 	}
 }
