@@ -135,6 +135,9 @@ func Start(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (*Process,
 	}
 	if err := j.openHostFDs(); err != nil {
 		j.closeHostFDs()
+		if l.Exited() {
+			return nil, &JoinError{Leader: l, Set: plan.Join, Err: unix.ESRCH}
+		}
 		return nil, err
 	}
 	p := &Process{done: make(chan waitResult, 1)}
