@@ -240,3 +240,42 @@ func TestPrivateUsersDebian(t *testing.T) {
 		t.Errorf("cached rootfs /etc owned by %d (%v), want 0: the cache was chowned", base.Uid, err)
 	}
 }
+
+// TestRootfsCache: an interrupted build (a leftover temporary directory)
+// is thrown away and rebuilt; a finished build is reused.
+func TestRootfsCache(t *testing.T) {
+	need(t)
+	t.Setenv("NSPAWN_TOOLS_TEST_CACHE", t.TempDir())
+	r, err := recipeFor(Busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(CacheDir(), ".tmp-"+r.key())
+	if err := os.MkdirAll(filepath.Join(stale, "half-built"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := Rootfs(Busybox, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir != filepath.Join(CacheDir(), r.key()) {
+		t.Errorf("rootfs in %s, want %s", dir, filepath.Join(CacheDir(), r.key()))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "half-built")); err == nil {
+		t.Errorf("the leftover of an interrupted build was used")
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left behind", stale)
+	}
+	for _, p := range []string{"bin/busybox", "bin/sh", "sbin/init", "etc/os-release", "etc/inittab"} {
+		if _, err := os.Lstat(filepath.Join(dir, p)); err != nil {
+			t.Errorf("rootfs lacks %s: %v", p, err)
+		}
+	}
+	t0 := time.Now()
+	again, err := Rootfs(Busybox, t.Logf)
+	if err != nil || again != dir {
+		t.Fatalf("second Rootfs = %s, %v; want %s", again, err, dir)
+	}
+	t.Logf("cached lookup took %v", time.Since(t0))
+}
