@@ -12,6 +12,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+func init() {
+	// Keep the main goroutine on the startup thread for the program's life.
+	// /proc/self follows that thread, and a locked goroutine that ends on it
+	// does not end the thread: a joining thread must never be it, or the
+	// process would stay half inside the machine.
+	runtime.LockOSThread()
+}
+
 // Command is what to run inside the machine.
 type Command struct {
 	// Args is the argument vector. Args[0] is looked up in PATH (of Env,

@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path"
 	"reflect"
-	"runtime"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -68,12 +67,6 @@ func keepOptions() reflect.Value {
 		}
 	}
 	return reflect.New(reflect.StructOf(fields))
-}
-
-func init() {
-	// The startup thread stays with main. /proc/self follows it, and the
-	// joining thread (which ends in the machine's namespaces) must never be it.
-	runtime.LockOSThread()
 }
 
 func main() {
