@@ -408,3 +408,98 @@ func TestStopUsage(t *testing.T) {
 	want(t, stop(t, "x", "--signal", "NOSUCHSIGNAL"), 2)
 	want(t, stop(t, machinetest.Name("not-running")), 0)
 }
+
+// TestNested: a busybox machine "inner" registered with the machined 257
+// of a Debian trixie machine booted with -b. Its state file names PIDs in
+// the outer machine's PID namespace, so the tools run inside the outer
+// machine: nspawn-enter OUTER -- /usr/local/bin/nspawn-enter inner -- ...
+func TestNested(t *testing.T) {
+	machinetest.Require(t, machinetest.Busybox, machinetest.Trixie)
+	enterBin, stopBin := testenv.Binary(t, "nspawn-enter"), testenv.Binary(t, "nspawn-stop")
+	busybox, err := machinetest.Rootfs(machinetest.Busybox, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer := machinetest.Start(t, machinetest.Name("outer"), machinetest.Spec{
+		Init:   machinetest.InitSystemd,
+		Rootfs: machinetest.Trixie,
+		Prepare: func(root string) error {
+			for _, b := range []string{enterBin, stopBin} {
+				if out, err := exec.Command("cp", b, filepath.Join(root, "usr/local/bin")).CombinedOutput(); err != nil {
+					return fmt.Errorf("cp %s: %v %s", b, err, out)
+				}
+			}
+			dir := filepath.Join(root, "var/lib/machines")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if out, err := exec.Command("cp", "-a", busybox, filepath.Join(dir, "inner")).CombinedOutput(); err != nil {
+				return fmt.Errorf("cp -a %s: %v %s", busybox, err, out)
+			}
+			return nil
+		},
+	})
+	if v, err := outer.Output("systemctl", "--version"); err == nil {
+		t.Logf("outer: %s", strings.SplitN(v, "\n", 2)[0])
+	}
+	// Start "inner" with the outer machine's own systemd and machined.
+	t0 := time.Now()
+	if _, err := outer.Output("systemd-run", "--quiet", "--unit=inner-nspawn", "systemd-nspawn", "--machine=inner",
+		"-D", "/var/lib/machines/inner", "/bin/busybox", "init"); err != nil {
+		t.Fatal(err)
+	}
+	innerState := fmt.Sprintf("/proc/%d/root/run/systemd/machines/inner", outer.Leader)
+	var innerLeader string
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st, err := machinetest.ReadStateFile(innerState); err == nil && st["LEADER"] != "" {
+			// ready: busybox init ran the respawn entry that makes the marker
+			marker := fmt.Sprintf("/proc/%d/root/proc/%s/root%s", outer.Leader, st["LEADER"], machinetest.ReadyMarker)
+			if _, err := os.Stat(marker); err == nil {
+				innerLeader = st["LEADER"]
+				break
+			}
+		}
+		if time.Now().After(end) {
+			status, _ := outer.Output("systemctl", "status", "--no-pager", "inner-nspawn")
+			t.Fatalf("inner machine not up after 30 s:\n%s", status)
+		}
+	}
+	t.Logf("TIMING nested: inner registered with the outer machined and ready in %v; LEADER=%s (outer's PID namespace)",
+		time.Since(t0).Round(time.Millisecond), innerLeader)
+	t.Cleanup(func() {
+		// if the test failed before stopping it (the outer's Close would
+		// end it anyway, less gently)
+		if !outer.Exited() {
+			outer.Output("systemctl", "stop", "inner-nspawn")
+		}
+	})
+
+	r := enter(t, outer.Name, "--", "/usr/local/bin/nspawn-enter", "inner", "--", "sh", "-c", "hostname; head -1 /etc/os-release; cat /proc/1/comm")
+	want(t, r, 0)
+	if got := strings.Fields(r.stdout); len(got) != 3 || got[0] != "inner" || got[1] != "ID=busybox" || got[2] != "busybox" {
+		t.Errorf("inside inner: %q, want inner, ID=busybox, busybox", r.stdout)
+	}
+	want(t, enter(t, outer.Name, "--", "/usr/local/bin/nspawn-enter", "inner", "--", "sh", "-c", "exit 42"), 42)
+
+	t0 = time.Now()
+	r = enter(t, outer.Name, "--", "/usr/local/bin/nspawn-stop", "inner")
+	want(t, r, 0)
+	if !strings.Contains(r.stderr, "SIGUSR2") {
+		t.Errorf("nspawn-stop inner: %q does not say SIGUSR2", r.stderr)
+	}
+	if !waitGone(innerState, 10*time.Second) {
+		t.Errorf("inner's state file still there")
+	}
+	t.Logf("TIMING nested: inner stopped in %v", time.Since(t0).Round(time.Millisecond))
+
+	t0 = time.Now()
+	want(t, stop(t, outer.Name), 0)
+	code, err := outer.Wait(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 {
+		t.Errorf("outer systemd-nspawn exited %d, want 0", code)
+	}
+	t.Logf("TIMING nested: outer (systemd 257) stopped in %v", time.Since(t0).Round(time.Millisecond))
+}

@@ -418,7 +418,9 @@ func (m *Machine) String() string {
 }
 
 // Command is util-linux nsenter running argv in all the leader's
-// namespaces: a test oracle, never the product.
+// namespaces: a test oracle, never the product. Use it only while the
+// machine runs: once it has exited, its leader's PID may name another
+// process (Output checks).
 func (m *Machine) Command(argv ...string) *exec.Cmd {
 	args := append([]string{"-t", strconv.Itoa(m.Leader), "-a", "--"}, argv...)
 	cmd := exec.Command("nsenter", args...)
@@ -429,6 +431,9 @@ func (m *Machine) Command(argv ...string) *exec.Cmd {
 // Output runs argv inside the machine (Command) and returns its standard
 // output; the error carries its standard error.
 func (m *Machine) Output(argv ...string) (string, error) {
+	if m.Exited() {
+		return "", fmt.Errorf("machinetest: machine %s has exited", m.Name)
+	}
 	cmd := m.Command(argv...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

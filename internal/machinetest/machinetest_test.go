@@ -185,9 +185,13 @@ func TestPrivateUsersAndNetwork(t *testing.T) {
 
 func TestInits(t *testing.T) {
 	needDebian(t)
-	for _, in := range []Init{InitRunit, InitS6, InitOpenRC, InitSystemd} {
-		t.Run(string(in), func(t *testing.T) {
-			m := Start(t, Name(string(in)), Spec{Init: in})
+	for _, c := range []struct {
+		init Init
+		kind Kind
+	}{{InitRunit, Bookworm}, {InitS6, Bookworm}, {InitOpenRC, Bookworm}, {InitSystemd, Bookworm}, {InitSystemd, Trixie}} {
+		in := c.init
+		t.Run(string(in)+"-"+string(c.kind), func(t *testing.T) {
+			m := Start(t, Name(string(in)), Spec{Init: in, Rootfs: c.kind})
 			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", m.Leader))
 			t.Logf("%s: leader %d comm %q", in, m.Leader, strings.TrimSpace(string(comm)))
 			if err := m.Close(); err != nil {
