@@ -343,3 +343,18 @@ func running(opt *Options) []string {
 	sort.Strings(names)
 	return names
 }
+
+// Machines returns the state of each machine machined has a state file
+// for, sorted by name; unreadable or malformed files are left out.
+func Machines(opt *Options) []*State {
+	var out []*State
+	for _, name := range running(opt) {
+		if st, err := ReadState(name, opt); err == nil {
+			if st.Name == "" {
+				st.Name = name
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}

@@ -3,6 +3,8 @@
 // its root directory, with the exit status of the command.
 package main
 
+//go:generate sh -c "go run . --man > nspawn-enter.1"
+
 import (
 	"errors"
 	"fmt"
@@ -21,18 +23,48 @@ import (
 
 const prog = "nspawn-enter"
 
-const description = `Run a login shell, or CMD, inside a running systemd-nspawn machine: in every
+var doc = &cli.Doc{
+	Name:    prog,
+	Summary: "run a shell or a command inside a running systemd-nspawn machine",
+	Synopsis: []string{
+		"MACHINE [flags] [-- CMD [ARGS...]]",
+		"--pid PID [flags] [-- CMD [ARGS...]]",
+	},
+	Description: `Runs a login shell, or CMD, inside a running systemd-nspawn machine: in every
 namespace of its leader (user, cgroup, ipc, uts, network, pid, mount, time)
-that differs from the caller's, in its root directory, starting in "/".
-Entering a user namespace runs the command as root (uid 0, gid 0) of that
-namespace, with no supplementary groups.
+that differs from the caller's, in its root directory, in the leader's
+cgroup, as root of its user namespace (or --user), with a clean login
+environment, and on a terminal of the machine's own when run on a terminal.
 
-Usage: nspawn-enter MACHINE [flags] [-- CMD [ARGS...]]
-       nspawn-enter --pid PID [flags] [-- CMD [ARGS...]]
-
-Exit status: that of CMD; if CMD is killed by a signal, nspawn-enter dies of
-the same signal. 127 CMD not found, 126 CMD not executable, 125 nspawn-enter
-itself failed (machine not running, not root, ...), 2 usage error.`
+The leader is found through systemd-machined (its varlink socket, else the
+state file /run/systemd/machines/MACHINE) and pinned with a pidfd checked
+against machined's record, so a stale record or a reused PID is reported as
+"not running", never entered. Everything after -- is the command, looked up
+in PATH inside the machine; without it, the user's login shell starts.`,
+	ExitStatus: []cli.Row{
+		{Left: "N", Right: "the command exited with N"},
+		{Left: "128+S", Right: "the command was killed by signal S: nspawn-enter kills itself with S"},
+		{Left: "127", Right: "the command was not found in the machine"},
+		{Left: "126", Right: "the command was found but could not be executed"},
+		{Left: "125", Right: "nspawn-enter itself failed (machine not running, not root, ...)"},
+		{Left: "2", Right: "usage error, including an invalid machine name"},
+	},
+	Examples: []cli.Row{
+		{Left: "nspawn-enter web", Right: "A login shell as root inside the machine web."},
+		{Left: "nspawn-enter web -- sv status /etc/service/*", Right: "Run a command inside; its exit status is nspawn-enter's."},
+		{Left: "nspawn-enter web --user alice --wd /srv", Right: "A login shell as alice (from the machine's /etc/passwd) in /srv."},
+		{Left: "nspawn-enter web --no-network -- ip addr", Right: "Everything of the machine but its network: the host's interfaces."},
+		{Left: "nspawn-enter --pid 4242 -- cat /etc/os-release", Right: "Enter the namespaces of any process."},
+		{Left: "nspawn-enter --list --json", Right: "The running machines, for scripts."},
+	},
+	Notes: []cli.Section{{Title: "Security", Text: `nspawn-enter is a tool for root. It must never be installed setuid: it
+opens files of the host for the machine and joins namespaces. While it
+holds host descriptors it is not dumpable; the command gets only
+descriptors 0, 1 and 2. Files of the machine (/etc/passwd, /etc/group,
+/dev/pts/ptmx) are resolved inside its root directory, so a symlink in the
+machine never leads to a host file.`}},
+	SeeAlso: []string{"nspawn-stop(1)", "systemd-nspawn(1)", "machinectl(1)", "nsenter(1)"},
+}
 
 // ExitFailure is the exit status when nspawn-enter itself fails.
 const ExitFailure = 125
@@ -48,7 +80,7 @@ type grammar struct {
 
 	KeepEnv   bool     `name:"keep-env" xor:"env" help:"Pass the caller's environment unchanged (what nsenter does) instead of a clean login environment."`
 	LeaderEnv bool     `name:"leader-env" xor:"env" help:"Start from the leader's environment (/proc/PID/environ) instead of a clean login environment."`
-	Setenv    []string `name:"setenv" placeholder:"KEY=VALUE" help:"Set an environment variable, after the rest (repeatable)."`
+	Setenv    []string `name:"setenv" sep:"none" placeholder:"KEY=VALUE" help:"Set an environment variable, after the rest (repeatable)."`
 
 	PTY        bool `name:"pty" xor:"pty" help:"Give the command a terminal of the machine's own even when stdin or stdout is not a terminal."`
 	NoPTY      bool `name:"no-pty" xor:"pty" help:"Keep the caller's descriptors even on a terminal (the command then shares the caller's terminal)."`
@@ -89,7 +121,7 @@ func main() {
 	args, command := splitCommand(os.Args[1:])
 	var g grammar
 	keep := keepOptions()
-	cli.Parse(prog, description, &g, args, kong.Embed(keep.Interface()))
+	cli.ParseDoc(doc, &g, args, kong.Embed(keep.Interface()))
 	if g.PID != nil && *g.PID < 1 {
 		msg.Error("--pid wants a process ID (a positive number)")
 		msg.Hint("see '%s --help'", prog)

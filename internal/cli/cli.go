@@ -4,29 +4,45 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
 	"github.com/alecthomas/kong"
+	"github.com/nspawn-tools/nspawn-tools/leader"
 	"golang.org/x/sys/unix"
 )
 
 // ExitUsage is the exit status for a command line that does not parse.
 const ExitUsage = 2
 
-// Parse parses args (without the program name) into grammar, a kong struct.
-// --help prints help and exits 0; a usage error prints one line and a hint
-// and exits ExitUsage.
-func Parse(name, description string, grammar any, args []string, opts ...kong.Option) *kong.Context {
+// extras are the options both programs have beside their own.
+type extras struct {
+	Version    kong.VersionFlag `help:"Print the version, the commit it was built from and the Go version, and exit."`
+	List       bool             `name:"list" help:"Print the names of the running machines, one a line, and exit."`
+	JSON       bool             `name:"json" help:"With --list: print the machines as JSON (name, leader, class, service, root, unit, id)."`
+	Completion string           `name:"completion" placeholder:"SHELL" enum:"bash,zsh,fish," default:"" help:"Print a completion script for bash, zsh or fish, and exit."`
+	Man        bool             `name:"man" hidden:"" help:"Print the man page (roff) and exit."`
+}
+
+// ParseDoc parses args (without the program name) into grammar, a kong
+// struct, with doc as its help. It handles the shared options --help, --version,
+// --list, --json, --completion and --man, which exit 0. A usage error
+// prints one line and a hint and exits ExitUsage.
+func ParseDoc(doc *Doc, grammar any, args []string, opts ...kong.Option) *kong.Context {
+	var x extras
 	opts = append([]kong.Option{
-		kong.Name(name),
-		kong.Description(description),
+		kong.Name(doc.Name),
+		kong.Description(doc.help()),
 		kong.Exit(os.Exit),
+		kong.Vars{"version": Version(doc.Name)},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
+		kong.Embed(&x),
 	}, opts...)
 	parser, err := kong.New(grammar, opts...)
 	if err != nil {
@@ -34,12 +50,97 @@ func Parse(name, description string, grammar any, args []string, opts ...kong.Op
 	}
 	ctx, err := parser.Parse(args)
 	if err != nil {
-		msg := New(name)
+		msg := New(doc.Name)
 		msg.Error("%v", err)
-		msg.Hint("see '%s --help'", name)
+		msg.Hint("see '%s --help'", doc.Name)
 		os.Exit(ExitUsage)
 	}
-	return ctx
+	switch {
+	case x.Man:
+		fmt.Print(doc.ManPage(parser.Model))
+	case x.Completion != "":
+		script, err := Completion(x.Completion, doc.Name, parser.Model)
+		if err != nil {
+			New(doc.Name).Error("%v", err)
+			os.Exit(ExitUsage)
+		}
+		fmt.Print(script)
+	case x.List:
+		if err := printMachines(os.Stdout, x.JSON); err != nil {
+			New(doc.Name).Error("%v", err)
+			os.Exit(1)
+		}
+	case x.JSON:
+		New(doc.Name).Error("--json goes with --list")
+		os.Exit(ExitUsage)
+	default:
+		return ctx
+	}
+	os.Exit(0)
+	return nil
+}
+
+// Parse is ParseDoc for a program documented by a plain description.
+func Parse(name, description string, grammar any, args []string, opts ...kong.Option) *kong.Context {
+	return ParseDoc(&Doc{Name: name, Description: description}, grammar, args, opts...)
+}
+
+// Version is "PROG VERSION (commit C[, modified], GOVERSION)" from the
+// build information the Go toolchain embeds.
+func Version(prog string) string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return prog + " (no build information)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+			if len(rev) > 12 {
+				rev = rev[:12]
+			}
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	return fmt.Sprintf("%s %s (commit %s%s, %s)", prog, v, rev, modified, bi.GoVersion)
+}
+
+// printMachines writes the running machines: names one a line, or JSON.
+func printMachines(w io.Writer, asJSON bool) error {
+	machines := leader.Machines(nil)
+	if !asJSON {
+		for _, m := range machines {
+			fmt.Fprintln(w, m.Name)
+		}
+		return nil
+	}
+	type machine struct {
+		Name    string `json:"name"`
+		Leader  int    `json:"leader"`
+		Class   string `json:"class,omitempty"`
+		Service string `json:"service,omitempty"`
+		Root    string `json:"root,omitempty"`
+		Unit    string `json:"unit,omitempty"`
+		ID      string `json:"id,omitempty"`
+	}
+	out := []machine{}
+	for _, m := range machines {
+		out = append(out, machine{m.Name, m.Leader, m.Class, m.Service, m.Root, m.Scope, m.ID})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }
 
 // Messages writes a program's one-line messages to stderr. When stderr is
