@@ -153,3 +153,39 @@ func shell(t *testing.T, sh string, args ...string) string {
 	}
 	return string(out)
 }
+
+// TestReproducibleBuild: two builds as the README gives them, each with a
+// cache of its own and in a directory of its own, give the same bytes.
+func TestReproducibleBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the standard library twice")
+	}
+	gobin := testenv.LookPath(t, "go")
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sums [2]map[string][]byte
+	for i := range sums {
+		out, cache := t.TempDir(), t.TempDir()
+		cmd := exec.Command(gobin, "build", "-trimpath", "-buildvcs=auto", "-ldflags=-s -w", "-o", out+"/", "./cmd/...")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOCACHE="+cache, "GOFLAGS=-mod=mod")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %d: %v\n%s", i, err, b)
+		}
+		sums[i] = map[string][]byte{}
+		for _, prog := range programs {
+			b, err := os.ReadFile(filepath.Join(out, prog))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sums[i][prog] = b
+		}
+	}
+	for _, prog := range programs {
+		if string(sums[0][prog]) != string(sums[1][prog]) {
+			t.Errorf("%s: two builds differ (%d and %d bytes)", prog, len(sums[0][prog]), len(sums[1][prog]))
+		}
+	}
+}
