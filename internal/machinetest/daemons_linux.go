@@ -53,6 +53,7 @@ var daemons struct {
 	usersFD       int // -1 or an fd of usersLock that holds LOCK_SH
 	logDir        string
 	inited        bool
+	reaped        bool
 }
 
 // Logf is how the harness reports progress: testing.T's Logf, log.Printf,
@@ -155,6 +156,13 @@ func EnsureMachined(logf Logf) error {
 			return err
 		}
 		logf.printf("machinetest: started systemd-machined, pid %d (%v)", d.cmd.Process.Pid, time.Since(t0).Round(time.Millisecond))
+	}
+	if !daemons.reaped {
+		// once per process, under the ensure lock, with machined answering
+		daemons.reaped = true
+		if err := ReapStale(logf); err != nil {
+			logf.printf("%v", err)
+		}
 	}
 	return nil
 }

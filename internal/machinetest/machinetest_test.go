@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -282,4 +283,40 @@ func TestRootfsCache(t *testing.T) {
 		t.Fatalf("second Rootfs = %s, %v; want %s", again, err, dir)
 	}
 	t.Logf("cached lookup took %v", time.Since(t0))
+}
+
+// TestReapStale: a machine whose test process died is removed by the
+// next process; the machines of live processes are left alone.
+func TestReapStale(t *testing.T) {
+	need(t)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := Start(t, fmt.Sprintf("nt-stale-%d", dead.Process.Pid), Spec{Init: InitBusybox})
+	live := Start(t, Name("live"), Spec{Init: InitBusybox})
+	if err := ReapStale(t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stale.Wait(10 * time.Second); err != nil {
+		t.Fatalf("stale machine still running: %v", err)
+	}
+	if _, err := os.Lstat(stale.StateFile()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale machine's state file left")
+	}
+	for _, cg := range stale.Cgroups() {
+		if _, err := os.Stat(cg); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("stale machine's cgroup %s left", cg)
+		}
+	}
+	if _, err := os.Lstat(stale.Scratch()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale machine's scratch %s left", stale.Scratch())
+	}
+	if live.Exited() {
+		t.Errorf("ReapStale stopped a machine whose process is alive")
+	}
+	if err := stale.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, stale)
 }
