@@ -30,6 +30,7 @@ type terminal struct {
 	mu       sync.Mutex
 	out      bytes.Buffer // all that came out of master
 	readDone chan struct{}
+	reading  sync.Mutex // held: the test reads nothing, like a slow terminal
 }
 
 // newTerminal opens a pty pair with the given window size.
@@ -56,7 +57,9 @@ func newTerminal(t *testing.T, rows, cols uint16) *terminal {
 		defer close(tm.readDone)
 		buf := make([]byte, 4096)
 		for {
+			tm.reading.Lock()
 			n, err := tm.master.Read(buf)
+			tm.reading.Unlock()
 			tm.mu.Lock()
 			tm.out.Write(buf[:n])
 			tm.mu.Unlock()
@@ -404,6 +407,68 @@ read -r pid comm state ppid pgrp sid ttynr rest </proc/self/stat; echo "$sid $tt
 			})
 		})
 	}
+}
+
+// TestPTYEnds checks the ends of a session on a pty: all the output the
+// command wrote reaches the caller's terminal however slow it is, and the
+// end of the caller's input reaches the command.
+func TestPTYEnds(t *testing.T) {
+	enter := testenv.Binary(t, "nspawn-enter")
+	tg := nstest.Start(t, nstest.Spec{Name: "pty-ends", User: true})
+
+	// A terminal that takes its time (a slow link, a serial console):
+	// what the command wrote before it exited must all come out, however
+	// long the caller's terminal blocks nspawn-enter's writes.
+	t.Run("slow terminal", func(t *testing.T) {
+		tm := newTerminal(t, 40, 120)
+		tm.reading.Lock()
+		held := true
+		defer func() {
+			if held {
+				tm.reading.Unlock()
+			}
+		}()
+		before := children(t)
+		s := tm.start(t, enter, enterArgs(tg.PID, nil, "/bin/sh", "-c", `head -c 20000 /dev/zero | tr '\000' a; echo; echo END`)...)
+		// Hold the terminal until the command has exited (nspawn-enter
+		// has reaped it), and a while longer.
+		deadline := time.Now().Add(runTimeout)
+		for len(descendants(t, s.cmd.Process.Pid)) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the command did not exit within %v", runTimeout)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		tm.reading.Unlock()
+		held = false
+		if status := s.wait(t); status != "exit 0" {
+			t.Errorf("want exit 0, got %s", status)
+		}
+		checkNoStrays(t, before, tg)
+		want := strings.Repeat("a", 20000) + "\r\nEND\r\n"
+		// nspawn-enter has exited: what it passed on is in the terminal.
+		deadline = time.Now().Add(5 * time.Second)
+		for len(tm.output()) < len(want) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if out := tm.output(); out != want {
+			t.Errorf("the terminal got %d bytes ending in %q; want %d ending in %q", len(out), out[max(0, len(out)-16):], len(want), want[len(want)-16:])
+		}
+	})
+
+	// --pty with input from a pipe: at its end the command must see the
+	// end of its input too, not wait for more forever.
+	t.Run("--pty input ends", func(t *testing.T) {
+		before := children(t)
+		// Also when runIn gives up: the killed nspawn-enter leaves the
+		// command to us, the subreaper, to reap.
+		t.Cleanup(func() { checkNoStrays(t, before, tg) })
+		r := runIn(t, env, quickTimeout, enter, enterArgs(tg.PID, []string{"--pty"}, "/bin/sh", "-c", "cat; echo cat-ended")...)
+		if !strings.Contains(r.stdout, "cat-ended") {
+			t.Errorf("want cat to see the end of its input\n%v", r)
+		}
+	})
 }
 
 func head(s string) string {
