@@ -55,9 +55,10 @@ func Stop(l *leader.Leader, opt Options) (*Result, error) {
 	if rep == nil {
 		rep = discard{}
 	}
+	began := time.Now()
 	var deadline time.Time
 	if opt.Timeout > 0 {
-		deadline = time.Now().Add(opt.Timeout)
+		deadline = began.Add(opt.Timeout)
 	}
 	res := &Result{Signal: opt.Signal}
 	notRunning := func() (*Result, error) {
@@ -99,7 +100,7 @@ func Stop(l *leader.Leader, opt Options) (*Result, error) {
 		return res, nil
 	}
 	if !opt.Kill {
-		rep.Info("pid %d still running after %s: timed out", l.PID, ms(res.Waited))
+		rep.Info("pid %d still running: timed out after %s", l.PID, ms(time.Since(began)))
 		res.Outcome = TimedOut
 		return res, nil
 	}
@@ -107,7 +108,7 @@ func Stop(l *leader.Leader, opt Options) (*Result, error) {
 		return nil, err
 	}
 	killed := time.Now()
-	rep.Info("sent SIGKILL to pid %d, still running after %s", l.PID, ms(res.Waited))
+	rep.Info("sent SIGKILL to pid %d, still running after %s", l.PID, ms(time.Since(began)))
 	deadline = time.Time{}
 	if opt.KillAfter > 0 {
 		deadline = killed.Add(opt.KillAfter)
