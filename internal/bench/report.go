@@ -125,6 +125,9 @@ func ratio(a, b time.Duration) float64 {
 func (b *bench) report(w io.Writer) {
 	fmt.Fprintf(w, "## Benchmarks\n\n")
 	fmt.Fprintf(w, "`go run ./internal/bench` (as root); every comparison is side by side: %d rounds, each running every command once in a rotating order, after 3 warm-up rounds; times are medians of wall time from fork to wait.\n\n", b.cfg.runs)
+	if b.cfg.runs < 30 {
+		fmt.Fprintf(w, "**Fewer than 30 runs per command: a check that the benchmarks work, not a measurement.**\n\n")
+	}
 	for _, f := range b.facts {
 		fmt.Fprintf(w, "- %s: %s\n", f.name, f.value)
 	}
