@@ -286,6 +286,11 @@ func (j *joiner) start(prepare Prepare) (int, int, error) {
 			return 0, -1, &ExecError{Name: cmd.Args[0], Err: ce.Errno}
 		case stepText[stepSetns]:
 			return 0, -1, &JoinError{Leader: j.l, Set: inFork, Err: ce.Errno}
+		case stepText[stepGroups], stepText[stepGID], stepText[stepUID]:
+			if ce.Errno == unix.EINVAL && cmd.Creds != nil {
+				return 0, -1, fmt.Errorf("%w: uid %d or one of the groups %d %v is not mapped in the machine's user namespace",
+					ce, cmd.Creds.UID, cmd.Creds.GID, cmd.Creds.Groups)
+			}
 		}
 	}
 	return pid, pidfd, err

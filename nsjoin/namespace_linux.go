@@ -22,7 +22,7 @@ type Namespace struct {
 // Namespaces lists every kind, in the order util-linux nsenter joins them.
 // This table drives the --no-* options, the plan and the messages.
 var Namespaces = []Namespace{
-	{"user", "user", unix.CLONE_NEWUSER, "Keep the caller's user namespace (and credentials)."},
+	{"user", "user", unix.CLONE_NEWUSER, "Keep the caller's user namespace; credentials stay the caller's unless --user is given."},
 	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, "Keep the caller's cgroup namespace."},
 	{"ipc", "ipc", unix.CLONE_NEWIPC, "Keep the caller's IPC namespace."},
 	{"uts", "uts", unix.CLONE_NEWUTS, "Keep the caller's host name (UTS namespace)."},

@@ -76,7 +76,7 @@ type grammar struct {
 	PID     *int   `name:"pid" placeholder:"PID" help:"Enter the namespaces of process PID instead of a machine's leader."`
 
 	User string `short:"u" placeholder:"USER[:GROUP]" help:"Run as USER, a name or number from the machine's /etc/passwd, with its groups from the machine's /etc/group (only GROUP if given). Default: root (uid 0)."`
-	WD   string `name:"wd" placeholder:"DIR" help:"Working directory inside the machine. Default: the user's home if it exists, else /."`
+	WD   string `name:"wd" placeholder:"DIR" help:"Working directory inside the machine. Default: the user's home if it exists, else / (with --no-mount: the caller's working directory)."`
 
 	KeepEnv   bool     `name:"keep-env" xor:"env" help:"Pass the caller's environment unchanged (what nsenter does) instead of a clean login environment."`
 	LeaderEnv bool     `name:"leader-env" xor:"env" help:"Start from the leader's environment (/proc/PID/environ) instead of a clean login environment."`

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"time"
 
 	"github.com/nspawn-tools/nspawn-tools/nsjoin"
@@ -23,7 +23,17 @@ type session struct {
 	saved   *unix.Termios // the caller's terminal modes, restored at the end; nil if not changed
 	winch   chan os.Signal
 	outDone chan struct{}
+	exited  atomic.Bool // the command has exited: reads of the pty get deadlines
 }
+
+// After the command has exited, output is passed on until the pty has been
+// quiet for drainIdle (a slow caller terminal loses nothing), but for no
+// longer than drainMax in all (a background process may keep the pty open
+// and writing forever).
+const (
+	drainIdle = 250 * time.Millisecond
+	drainMax  = 5 * time.Second
+)
 
 // startSession copies the caller's window size to the pty, puts the
 // caller's terminal (if stdin is one) in raw mode so that every key, ^C
@@ -50,14 +60,59 @@ func startSession(pty *nsjoin.PTY) (*session, error) {
 		}
 		s.saved = t
 	}
-	go func() {
-		io.Copy(pty.Master, os.Stdin)
-	}()
-	go func() {
-		io.Copy(os.Stdout, pty.Master) // ends with EIO once no process holds the pty
-		close(s.outDone)
-	}()
+	go s.input()
+	go s.output()
 	return s, nil
+}
+
+// input copies the caller's input to the pty. At its end (stdin from a
+// pipe or file) the pty's end-of-file character is typed, twice after a
+// partial line, so that the command reads end-of-file too.
+func (s *session) input() {
+	buf := make([]byte, 32<<10)
+	last := byte('\n')
+	for {
+		n, err := os.Stdin.Read(buf)
+		if n > 0 {
+			if _, werr := s.pty.Master.Write(buf[:n]); werr != nil {
+				return
+			}
+			last = buf[n-1]
+		}
+		if err != nil {
+			break
+		}
+	}
+	eof := byte(4) // ^D
+	if t, err := unix.IoctlGetTermios(int(s.pty.Master.Fd()), unix.TCGETS); err == nil {
+		eof = t.Cc[unix.VEOF]
+	}
+	if last != '\n' {
+		s.pty.Master.Write([]byte{eof})
+	}
+	s.pty.Master.Write([]byte{eof})
+}
+
+// output copies what the command writes to the caller's stdout until the
+// pty is hung up (EIO once no process holds it) or, after the command has
+// exited, stays quiet for drainIdle.
+func (s *session) output() {
+	defer close(s.outDone)
+	buf := make([]byte, 32<<10)
+	for {
+		if s.exited.Load() {
+			s.pty.Master.SetReadDeadline(time.Now().Add(drainIdle))
+		}
+		n, err := s.pty.Master.Read(buf)
+		if n > 0 {
+			if _, werr := os.Stdout.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // resize gives the pty the window size of the caller's terminal.
@@ -70,12 +125,17 @@ func (s *session) resize() {
 	}
 }
 
-// finish, once the command has exited, passes on what it wrote last, for
-// at most a moment (a background process may keep the pty open forever),
-// and restores the caller's terminal.
+// finish, once the command has exited, waits for the last of its output
+// (see drainIdle, drainMax) and restores the caller's terminal.
 func (s *session) finish() {
-	s.pty.Master.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	<-s.outDone
+	s.exited.Store(true)
+	s.pty.Master.SetReadDeadline(time.Now().Add(drainIdle)) // wakes a read that had none
+	select {
+	case <-s.outDone:
+	case <-time.After(drainMax):
+		s.pty.Master.SetReadDeadline(time.Now())
+		<-s.outDone
+	}
 	s.restore()
 }
 
