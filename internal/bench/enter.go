@@ -222,8 +222,8 @@ func (b *bench) enterMachine() {
 	r := ratio(ours.median(), ref.median())
 	b.add(secEnter, what, ms(ours.median()), "nsenter -t LEADER -a: "+ms(ref.median()),
 		fmt.Sprintf("%.2f× (by name vs by PID)", r), resultInfo)
-	b.notes = append(b.notes, fmt.Sprintf("On the real machine, medians: by name rather than `--pid LEADER`: %s (finding the leader through machined's state file); the default move into the machine's cgroup rather than `--keep-cgroup`: %s of wall time, %s of CPU time (nsenter moves nothing).",
-		signed(ours.median()-byPID.median()), signed(ours.median()-keepCgroup.median()), signed(ours.cpuMedian()-keepCgroup.cpuMedian())))
+	b.notes = append(b.notes, fmt.Sprintf("On the real machine, medians: by name rather than `--pid LEADER`: %s of wall time, %s of CPU time (finding the leader through machined's state file); the default move into the machine's cgroup rather than `--keep-cgroup`: %s of wall time, %s of CPU time (nsenter moves nothing).",
+		signed(ours.median()-byPID.median()), signed(ours.cpuMedian()-byPID.cpuMedian()), signed(ours.median()-keepCgroup.median()), signed(ours.cpuMedian()-keepCgroup.cpuMedian())))
 	const origWhat = "enter the same machine by name, vs the original tool's way"
 	if mctlErr != nil {
 		b.add(secEnter, origWhat, ms(ours.median()), "machinectl did not work: "+oneLine(mctlErr.Error()), "", resultNA)
