@@ -16,6 +16,8 @@
 //	137  the leader ignored the signal and was killed with SIGKILL (--kill-after)
 package main
 
+//go:generate sh -c "go run . --man > nspawn-stop.1"
+
 import (
 	"errors"
 	"fmt"
@@ -39,15 +41,41 @@ const (
 	exitKilled   = 137
 )
 
-const description = `Stop a systemd-nspawn machine cleanly, and wait until it has stopped.
+var doc = &cli.Doc{
+	Name:    prog,
+	Summary: "stop a systemd-nspawn machine cleanly and wait until it has stopped",
+	Synopsis: []string{
+		"MACHINE [--signal auto|NAME|NUMBER] [--timeout 60] [--kill-after DURATION] [--dry-run]",
+		"--pid PID [flags]",
+	},
+	Description: `Stops a systemd-nspawn machine cleanly, and waits until it has stopped: sends
+the machine's init the signal that halts it, through a pidfd, and waits for
+the leader's exit on that pidfd, without polling.
 
 The signal is chosen for the machine's init: SIGRTMIN+4 for systemd, SIGUSR2
-for busybox init, SIGPWR for runit, SIGTERM for s6-svscan and openrc-init; for
-another init, the first it takes of SIGRTMIN+4, SIGRTMIN+3, SIGPWR, SIGTERM.
-
-Exit status: 0 the leader exited (or the machine was not running); 124 timed
-out, still running; 137 killed with SIGKILL after the timeout (--kill-after);
-125 any other error; 2 usage error (including an invalid machine name).`
+for busybox init, SIGPWR for runit, SIGTERM for s6-svscan and openrc-init
+(SIGTERM would re-execute systemd and reboot busybox init, and runit blocks
+it); for another init, the first it takes of SIGRTMIN+4, SIGRTMIN+3, SIGPWR,
+SIGTERM. A machine that is not running is no error: systemd runs ExecStop=
+also after a machine has exited by itself.`,
+	ExitStatus: []cli.Row{
+		{Left: "0", Right: "the leader exited, or the machine was not running"},
+		{Left: "124", Right: "timed out: the leader is still running"},
+		{Left: "137", Right: "killed with SIGKILL after the timeout (--kill-after)"},
+		{Left: "125", Right: "any other error (not root, unreadable records, ...)"},
+		{Left: "2", Right: "usage error, including an invalid machine name"},
+	},
+	Examples: []cli.Row{
+		{Left: "nspawn-stop web", Right: "Halt machine web with its init's own signal; wait up to 60 s."},
+		{Left: "nspawn-stop web --timeout 2m --kill-after 15s", Right: "Wait 2 minutes, then SIGKILL the leader and wait up to 15 s more."},
+		{Left: "nspawn-stop web --dry-run", Right: "Show the leader, its init and the signal that would be sent, and why."},
+		{Left: "ExecStop=/usr/local/bin/nspawn-stop %i --timeout 60", Right: "In a drop-in for systemd-nspawn@.service."},
+	},
+	Notes: []cli.Section{{Title: "Output", Text: `One line on stderr per event: the signal sent, the exit and after how long,
+a timeout. When stderr is the journal (JOURNAL_STREAM), each line carries its
+priority as an sd-daemon prefix such as <6>.`}},
+	SeeAlso: []string{"nspawn-enter(1)", "systemd-nspawn(1)", "machinectl(1)", "kill(1)"},
+}
 
 type cmdline struct {
 	Machine   string        `arg:"" optional:"" help:"Name of the machine to stop."`
@@ -59,8 +87,8 @@ type cmdline struct {
 	StateDir  string        `hidden:"" help:"Read machine state files from this directory, not machined (for tests)."`
 }
 
-// Validate runs after parsing; its errors are usage errors (exit 2).
-func (c *cmdline) Validate() error {
+// validate checks what kong cannot; its errors are usage errors (exit 2).
+func (c *cmdline) validate() error {
 	switch {
 	case c.Machine == "" && c.PID == 0:
 		return errors.New("name a machine, or give --pid")
@@ -101,8 +129,14 @@ func (d *durationFlag) UnmarshalText(b []byte) error {
 
 func main() {
 	var c cmdline
-	cli.Parse(prog, description, &c, os.Args[1:])
-	os.Exit(run(&c, cli.New(prog)))
+	cli.ParseDoc(doc, &c, os.Args[1:])
+	msg := cli.New(prog)
+	if err := c.validate(); err != nil {
+		msg.Error("%v", err)
+		msg.Hint("see '%s --help'", prog)
+		os.Exit(cli.ExitUsage)
+	}
+	os.Exit(run(&c, msg))
 }
 
 func run(c *cmdline, msg *cli.Messages) int {

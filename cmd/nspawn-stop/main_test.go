@@ -65,7 +65,7 @@ func TestCommandLine(t *testing.T) {
 		stderr string // a regexp the whole stderr must match
 		stdout string
 	}{
-		{[]string{"--help"}, 0, `^$`, `(?s)Exit status: 0 the leader exited.*124 timed.*137 killed.*125 any other error; 2 usage`},
+		{[]string{"--help"}, 0, `^$`, `(?s)Exit status:.*0 +the leader exited.*124 +timed out.*137 +killed.*125 +any other error.*2 +usage error`},
 		{nil, 2, `^nspawn-stop: error: name a machine, or give --pid\nnspawn-stop: hint: see 'nspawn-stop --help'\n$`, `^$`},
 		{[]string{"m", "--pid", "1"}, 2, `not both`, ``},
 		{[]string{"--pid=-3"}, 2, `not a process id`, ``},

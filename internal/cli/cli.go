@@ -80,11 +80,6 @@ func ParseDoc(doc *Doc, grammar any, args []string, opts ...kong.Option) *kong.C
 	return nil
 }
 
-// Parse is ParseDoc for a program documented by a plain description.
-func Parse(name, description string, grammar any, args []string, opts ...kong.Option) *kong.Context {
-	return ParseDoc(&Doc{Name: name, Description: description}, grammar, args, opts...)
-}
-
 // Version is "PROG VERSION (commit C[, modified], GOVERSION)" from the
 // build information the Go toolchain embeds.
 func Version(prog string) string {
