@@ -115,16 +115,7 @@ func (l *Leader) Exe() (string, error) {
 }
 
 // Exited reports whether the leader has exited (its pidfd is readable).
-func (l *Leader) Exited() bool {
-	fds := []unix.PollFd{{Fd: int32(l.pidfd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		return err == nil && n > 0
-	}
-}
+func (l *Leader) Exited() bool { return exited(l.pidfd) }
 
 // PidfdID is the leader's pidfs inode number, the same in every PID
 // namespace: what machined calls pidfdId / LEADER_PIDFDID.

@@ -152,33 +152,15 @@ func Send(l *leader.Leader, sig unix.Signal) error {
 	return nil
 }
 
-// Wait blocks in poll(2) on l's pidfd until l exits or deadline passes (a
-// zero deadline: no limit), and reports whether it exited. It uses no CPU
-// while it waits.
+// Wait waits on l's pidfd, in Go's netpoller (epoll), until l exits or
+// deadline passes (a zero deadline: no limit), and reports whether it
+// exited. The process sleeps while it waits: no CPU, no timer wake-ups.
 func Wait(l *leader.Leader, deadline time.Time) (bool, error) {
-	fds := []unix.PollFd{{Fd: int32(l.PidFD()), Events: unix.POLLIN}}
-	for {
-		msec := -1
-		if !deadline.IsZero() {
-			// Round up: poll's unit is a millisecond, and waking early
-			// would only come back here.
-			msec = int((time.Until(deadline) + time.Millisecond - 1) / time.Millisecond)
-			msec = max(msec, 0)
-		}
-		n, err := unix.Poll(fds, msec)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("wait for pid %d: poll: %w", l.PID, err)
-		}
-		if n > 0 {
-			return true, nil
-		}
-		if msec == 0 || !time.Now().Before(deadline) {
-			return false, nil
-		}
+	ok, err := l.Wait(deadline)
+	if err != nil {
+		return false, fmt.Errorf("wait for pid %d: %w", l.PID, err)
 	}
+	return ok, nil
 }
 
 // ms prints a duration for people: "0.4 ms", "12.3 ms", "2.01 s".
