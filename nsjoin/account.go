@@ -23,6 +23,9 @@ var ErrBadPasswdLine = errors.New("malformed passwd line")
 
 // ParsePasswdLine parses "name:password:uid:gid:gecos:home:shell".
 func ParsePasswdLine(line string) (Account, error) {
+	if strings.ContainsAny(line, "\n\x00") {
+		return Account{}, fmt.Errorf("%w: newline or NUL", ErrBadPasswdLine)
+	}
 	f := strings.Split(line, ":")
 	if len(f) != 7 || f[0] == "" {
 		return Account{}, fmt.Errorf("%w: want 7 fields", ErrBadPasswdLine)
@@ -64,6 +67,9 @@ type Group struct {
 
 // ParseGroupLine parses "name:password:gid:member,member".
 func ParseGroupLine(line string) (Group, error) {
+	if strings.ContainsAny(line, "\n\x00") {
+		return Group{}, fmt.Errorf("%w: newline or NUL", ErrBadGroupLine)
+	}
 	f := strings.Split(line, ":")
 	if len(f) != 4 || f[0] == "" {
 		return Group{}, fmt.Errorf("%w: want 4 fields", ErrBadGroupLine)

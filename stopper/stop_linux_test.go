@@ -66,7 +66,9 @@ func startPID1(t testing.TB, argv ...string) *exec.Cmd {
 	t.Helper()
 	testenv.RequireRoot(t)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	// A mount namespace of its own, private: whatever runs as PID 1 here
+	// cannot mount over the host's /run or /dev.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS}
 	if err := cmd.Start(); err != nil {
 		testenv.Unavailable(t, "start %s in a new PID namespace: %v", argv[0], err)
 	}
@@ -267,7 +269,7 @@ func TestBusyboxInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("/sbin/init")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Chroot: root}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS, Chroot: root}
 	if err := cmd.Start(); err != nil {
 		testenv.Unavailable(t, "start busybox init: %v", err)
 	}

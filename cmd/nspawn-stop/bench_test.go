@@ -31,7 +31,7 @@ func BenchmarkWakeLatency(b *testing.B) {
 		}
 		leader := exec.Command(dash, "-c", "read x")
 		leader.Stdin = r
-		leader.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+		leader.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS}
 		if err := leader.Start(); err != nil {
 			b.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func BenchmarkIdleWait(b *testing.B) {
 	testenv.RequireRoot(b)
 	bin := testenv.Binary(b, "nspawn-stop")
 	leader := exec.Command(testenv.LookPath(b, "sleep"), "1000")
-	leader.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	leader.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS}
 	if err := leader.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func startPID1(t testing.TB, argv ...string) *exec.Cmd {
 	t.Helper()
 	testenv.RequireRoot(t)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS}
 	if err := cmd.Start(); err != nil {
 		testenv.Unavailable(t, "start %s in a new PID namespace: %v", argv[0], err)
 	}
