@@ -329,3 +329,52 @@ func TestFindVarlink(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestStateReplacedWhileRead: machined replaces a state file by renaming a
+// new one over it; a lookup meanwhile sees the old or the new record whole.
+func TestStateReplacedWhileRead(t *testing.T) {
+	dir := t.TempDir()
+	a, b := startProcess(t), startProcess(t)
+	writeState(t, dir, "m", a.Process.Pid, "")
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			pid := a.Process.Pid
+			if i%2 == 1 {
+				pid = b.Process.Pid
+			}
+			tmp := filepath.Join(dir, ".#m")
+			data := fmt.Sprintf("# This is private data. Do not parse.\nNAME=m\nSCOPE=test-m.scope\nLEADER=%d\nCLASS=container\n", pid)
+			if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+				done <- err
+				return
+			}
+			if err := os.Rename(tmp, filepath.Join(dir, "m")); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for i := 0; i < 2000; i++ {
+		l, err := Find("m", opts(dir))
+		if err != nil {
+			t.Errorf("lookup %d while the record is replaced: %v", i, err)
+			break
+		}
+		if l.PID != a.Process.Pid && l.PID != b.Process.Pid {
+			t.Errorf("lookup %d: leader %d, neither record's", i, l.PID)
+		}
+		l.Close()
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

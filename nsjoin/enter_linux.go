@@ -194,8 +194,13 @@ func (j *joiner) openHostFDs() error {
 	}
 	// The command gets the machine's own limit on open files, not the one
 	// the Go runtime raised for this process.
-	var lim unix.Rlimit
-	if err := unix.Prlimit(j.l.PID, unix.RLIMIT_NOFILE, nil, &lim); err == nil && !j.l.Exited() {
+	// It is never raised above this process's own hard limit: the fork
+	// child, in the machine's user namespace by then, could not.
+	var lim, own unix.Rlimit
+	if err := unix.Prlimit(j.l.PID, unix.RLIMIT_NOFILE, nil, &lim); err == nil && !j.l.Exited() &&
+		unix.Getrlimit(unix.RLIMIT_NOFILE, &own) == nil {
+		lim.Max = min(lim.Max, own.Max)
+		lim.Cur = min(lim.Cur, lim.Max)
 		j.nofile = &lim
 	}
 	return nil

@@ -35,6 +35,7 @@ type extras struct {
 // --list, --json, --completion and --man, which exit 0. A usage error
 // prints one line and a hint and exits ExitUsage.
 func ParseDoc(doc *Doc, grammar any, args []string, opts ...kong.Option) *kong.Context {
+	checkOpenFiles(doc.Name)
 	var x extras
 	opts = append([]kong.Option{
 		kong.Name(doc.Name),
@@ -78,6 +79,23 @@ func ParseDoc(doc *Doc, grammar any, args []string, opts ...kong.Option) *kong.C
 	}
 	os.Exit(0)
 	return nil
+}
+
+// MinOpenFiles is the lowest limit on open files the programs work with;
+// below it the Go runtime itself may fail to start its poller, and dies.
+const MinOpenFiles = 32
+
+// checkOpenFiles exits with a clear message (status 125) when the limit on
+// open files is below MinOpenFiles. The Go runtime has raised the soft
+// limit to the hard one at start, so that is what is compared.
+func checkOpenFiles(prog string) {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur < MinOpenFiles {
+		msg := New(prog)
+		msg.Error("the limit on open files is %d; %s needs at least %d", lim.Cur, prog, MinOpenFiles)
+		msg.Hint("raise it, e.g. with ulimit -n %d", MinOpenFiles*64)
+		os.Exit(125)
+	}
 }
 
 // Version is "PROG VERSION (commit C[, modified], GOVERSION)" from the

@@ -1,0 +1,97 @@
+package main_test
+
+import (
+	"bufio"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nspawn-tools/nspawn-tools/internal/nstest"
+	"github.com/nspawn-tools/nspawn-tools/internal/testenv"
+)
+
+// TestSessionEndsWithMachine: when the machine's PID 1 dies while a
+// command runs inside, the command dies with its PID namespace and
+// nspawn-enter ends the same way, at once; nothing is left running.
+func TestSessionEndsWithMachine(t *testing.T) {
+	enter := testenv.Binary(t, "nspawn-enter")
+	for _, spec := range []nstest.Spec{{Name: "ends"}, {Name: "ends-user", User: true}} {
+		t.Run(spec.Name, func(t *testing.T) {
+			tg := nstest.Start(t, spec)
+			cmd := exec.Command(enter, "--pid", strconv.Itoa(tg.PID), "--no-pty", "--", "/bin/sh", "-c", "echo ready; exec sleep 1000")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if cmd.ProcessState == nil {
+					cmd.Process.Kill()
+					cmd.Wait()
+				}
+			})
+			line, _ := bufio.NewReader(out).ReadString('\n')
+			if line != "ready\n" {
+				t.Fatalf("the command printed %q", line)
+			}
+			if err := syscall.Kill(tg.PID, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("nspawn-enter still runs 10 s after the machine's PID 1 was killed")
+			}
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Errorf("nspawn-enter ended with %v, want death by SIGKILL like its command", cmd.ProcessState)
+			}
+		})
+	}
+}
+
+// TestLowOpenFilesLimit: with a tiny RLIMIT_NOFILE nspawn-enter either
+// works or says why in one line, never crashes or hangs; the command gets
+// the machine's limit, but never more than the caller's.
+func TestLowOpenFilesLimit(t *testing.T) {
+	prlimit := testenv.LookPath(t, "prlimit")
+	enter := testenv.Binary(t, "nspawn-enter")
+	tg := nstest.Start(t, nstest.Spec{Name: "nofile", User: true})
+	for _, n := range []string{"64", "32", "31", "8", "4"} {
+		r := run(t, "", prlimit, "--nofile="+n+":"+n, enter, "--pid", strconv.Itoa(tg.PID), "--", "/bin/sh", "-c", "ulimit -n")
+		switch {
+		case r.status() == "exit 0":
+			// The machine's own limit, but never above the caller's.
+			if limit := strings.TrimSpace(r.stdout); limit != n {
+				t.Errorf("limit %s: the command's open files limit is %s", n, limit)
+			}
+		case r.status() == "exit 125":
+			if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); !strings.HasPrefix(lines[0], "nspawn-enter: error: ") {
+				t.Errorf("limit %s: failure without a clear error:\n%v", n, r)
+			}
+		default:
+			t.Errorf("limit %s: %v", n, r)
+		}
+		t.Logf("RLIMIT_NOFILE %s: %s %q %q", n, r.status(), strings.TrimSpace(r.stdout), strings.TrimSpace(r.stderr))
+	}
+}
+
+// TestHidepid: a /proc mounted with hidepid=invisible does not keep root's
+// nspawn-enter from finding and entering the target.
+func TestHidepid(t *testing.T) {
+	unshare := testenv.LookPath(t, "unshare")
+	enter := testenv.Binary(t, "nspawn-enter")
+	tg := nstest.Start(t, nstest.Spec{Name: "hidepid", User: true})
+	script := `mount -t proc -o hidepid=invisible proc /proc && exec "$0" --pid "$1" -- /bin/sh -c 'hostname'`
+	r := run(t, "", unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", script, enter, strconv.Itoa(tg.PID))
+	if r.status() != "exit 0" || r.stdout != "hidepid\n" {
+		t.Errorf("under hidepid=invisible: %v", r)
+	}
+}
