@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -383,6 +384,46 @@ func waitGone(path string, limit time.Duration) bool {
 // TestStopTimeout: a signal the init ignores (SIGHUP to busybox init)
 // times out with 124 and leaves the machine running; --kill-after then
 // SIGKILLs it: 137.
+// TestStopEndsSessions: a command entered into a machine belongs to it
+// (its PID namespace and cgroup): stopping the machine ends it, and
+// nspawn-enter with it, by the same signal.
+func TestStopEndsSessions(t *testing.T) {
+	machinetest.Require(t, machinetest.Busybox)
+	m := machinetest.Start(t, machinetest.Name("sessions"), machinetest.Spec{})
+	cmd := exec.Command(testenv.Binary(t, "nspawn-enter"), m.Name, "--no-pty", "--", "sh", "-c", "echo ready; exec sleep 1000")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the session printed %q", line)
+	}
+	want(t, stop(t, m.Name), 0)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		t.Logf("session ended with %v", cmd.ProcessState)
+	case <-time.After(10 * time.Second):
+		t.Fatal("nspawn-enter's session still runs 10 s after the machine stopped")
+	}
+	// The init's shutdown sends every process SIGTERM (busybox init does),
+	// or the end of the PID namespace SIGKILL: either way the command died
+	// of it, and nspawn-enter the same way.
+	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM && ws.Signal() != syscall.SIGKILL {
+		t.Errorf("session ended with %v, want death by SIGTERM or SIGKILL", cmd.ProcessState)
+	}
+}
+
 func TestStopTimeout(t *testing.T) {
 	machinetest.Require(t, machinetest.Busybox)
 	m := machinetest.Start(t, machinetest.Name("timeout"), machinetest.Spec{Init: machinetest.InitBusybox})
@@ -480,6 +521,21 @@ func TestNested(t *testing.T) {
 		t.Errorf("inside inner: %q, want inner, ID=busybox, busybox", r.stdout)
 	}
 	want(t, enter(t, outer.Name, "--", "/usr/local/bin/nspawn-enter", "inner", "--", "sh", "-c", "exit 42"), 42)
+
+	// Both ways to the leader, on the real systemd 257: with the state files
+	// hidden only varlink can find inner; with the varlink socket hidden,
+	// only the state file (which has no LEADER_PIDFDID on 257).
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/run/systemd/machine/io.systemd.Machine", outer.Leader)); err != nil {
+		t.Errorf("machined 257 serves no varlink socket: %v", err)
+	}
+	for dir, via := range map[string]string{"/run/systemd/machines": "varlink", "/run/systemd/machine": "state file"} {
+		r := enter(t, outer.Name, "--", "unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount -t tmpfs hidden "$0" && exec /usr/local/bin/nspawn-enter inner -- hostname`, dir)
+		want(t, r, 0)
+		if r.stdout != "inner\n" {
+			t.Errorf("through the %s alone (%s hidden): %q, want inner", via, dir, r.stdout)
+		}
+	}
 
 	t0 = time.Now()
 	r = enter(t, outer.Name, "--", "/usr/local/bin/nspawn-stop", "inner")
