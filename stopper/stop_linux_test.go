@@ -60,33 +60,12 @@ func set(sigs ...unix.Signal) SignalSet {
 	return s
 }
 
-// startPID1 starts argv as PID 1 of a new PID namespace, our child, and
-// kills and reaps it when the test ends.
-func startPID1(t testing.TB, argv ...string) *exec.Cmd {
-	t.Helper()
-	testenv.RequireRoot(t)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	// A mount namespace of its own, private: whatever runs as PID 1 here
-	// cannot mount over the host's /run or /dev.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS}
-	if err := cmd.Start(); err != nil {
-		testenv.Unavailable(t, "start %s in a new PID namespace: %v", argv[0], err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	return cmd
-}
-
 // start runs the stand-in and waits until its SigCgt is exactly s.takes.
 func (s standIn) start(t testing.TB) (*exec.Cmd, *leader.Leader) {
 	t.Helper()
 	exe := filepath.Join(t.TempDir(), s.comm)
 	copyFile(t, testenv.LookPath(t, "dash"), exe)
-	cmd := startPID1(t, exe, "-c", s.script+waitLoop)
+	cmd := testenv.StartPID1(t, exe, "-c", s.script+waitLoop)
 	l := open(t, cmd.Process.Pid)
 	var cgt SignalSet
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
@@ -224,7 +203,7 @@ func TestSignalfdInits(t *testing.T) {
 				args = append(args, fmt.Sprintf("%d=%d", sig, code))
 				mask |= set(sig)
 			}
-			cmd := startPID1(t, args...)
+			cmd := testenv.StartPID1(t, args...)
 			l := open(t, cmd.Process.Pid)
 			var sigs Signals
 			for deadline := time.Now().Add(5 * time.Second); sigs.Signalfd != mask && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
@@ -320,7 +299,7 @@ func TestJustStarted(t *testing.T) {
 		t.Run(comm, func(t *testing.T) {
 			exe := filepath.Join(t.TempDir(), comm)
 			copyFile(t, testenv.LookPath(t, "dash"), exe)
-			cmd := startPID1(t, exe, "-c", "sleep 0.3; trap 'exit 0' PWR"+waitLoop)
+			cmd := testenv.StartPID1(t, exe, "-c", "sleep 0.3; trap 'exit 0' PWR"+waitLoop)
 			l := open(t, cmd.Process.Pid)
 			res, err := Stop(l, Options{Timeout: 10 * time.Second, Report: testReport{t}})
 			if err != nil || res.Outcome != Exited || res.Signal != unix.SIGPWR {
@@ -336,7 +315,7 @@ func TestJustStarted(t *testing.T) {
 // TestTimeoutAndKill: a PID 1 that takes no signal ignores SIGTERM; the
 // wait times out, and with Kill, SIGKILL ends it.
 func TestTimeoutAndKill(t *testing.T) {
-	cmd := startPID1(t, testenv.LookPath(t, "sleep"), "1000")
+	cmd := testenv.StartPID1(t, testenv.LookPath(t, "sleep"), "1000")
 	l := open(t, cmd.Process.Pid)
 	c, err := Choose(l, time.Now())
 	if err != nil {
@@ -362,7 +341,7 @@ func TestTimeoutAndKill(t *testing.T) {
 // TestZombie: a leader that exited but is not reaped has a readable pidfd
 // and takes pidfd_send_signal without error; Stop calls it not running.
 func TestZombie(t *testing.T) {
-	cmd := startPID1(t, testenv.LookPath(t, "true"))
+	cmd := testenv.StartPID1(t, testenv.LookPath(t, "true"))
 	var info unix.Siginfo
 	if err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
 		t.Fatal(err)
@@ -381,7 +360,7 @@ func TestZombie(t *testing.T) {
 // TestReaped: the leader exits and is reaped between resolution and the
 // signal: pidfd_send_signal says ESRCH, and Stop calls it not running.
 func TestReaped(t *testing.T) {
-	cmd := startPID1(t, testenv.LookPath(t, "sleep"), "1000")
+	cmd := testenv.StartPID1(t, testenv.LookPath(t, "sleep"), "1000")
 	l := open(t, cmd.Process.Pid)
 	cmd.Process.Kill()
 	cmd.Wait()

@@ -18,25 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// startPID1 starts argv as PID 1 of a new PID namespace, our child, and
-// kills and reaps it when the test ends.
-func startPID1(t testing.TB, argv ...string) *exec.Cmd {
-	t.Helper()
-	testenv.RequireRoot(t)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS}
-	if err := cmd.Start(); err != nil {
-		testenv.Unavailable(t, "start %s in a new PID namespace: %v", argv[0], err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	return cmd
-}
-
 // startInit starts /bin/dash, copied under the name comm, as PID 1 running
 // script then waiting in the wait builtin, and waits until its SigCgt
 // shows want. dash itself catches INT and CHLD here.
@@ -55,7 +36,7 @@ func startInit(t testing.TB, comm, script string, want uint64) *exec.Cmd {
 	if err := os.WriteFile(exe, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := startPID1(t, exe, "-c", script+"; sleep 1000000 & while :; do wait; done")
+	cmd := testenv.StartPID1(t, exe, "-c", script+"; sleep 1000000 & while :; do wait; done")
 	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
 	var cgt uint64
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
@@ -133,7 +114,7 @@ func TestTwoAtOnce(t *testing.T) {
 // TestTimeoutAndKill: PID 1 that takes no signal (sleep) ignores SIGTERM:
 // 124 after the timeout; with --kill-after, 137 and it is gone.
 func TestTimeoutAndKill(t *testing.T) {
-	cmd := startPID1(t, testenv.LookPath(t, "sleep"), "1000")
+	cmd := testenv.StartPID1(t, testenv.LookPath(t, "sleep"), "1000")
 	pid := strconv.Itoa(cmd.Process.Pid)
 	code, _, stderr := run(t, "--pid", pid, "--timeout", "300ms")
 	t.Logf("stderr:\n%s", stderr)
@@ -184,7 +165,7 @@ $`, pid)
 
 // TestZombie: a leader that has exited but is not reaped: nothing to stop.
 func TestZombie(t *testing.T) {
-	cmd := startPID1(t, testenv.LookPath(t, "true"))
+	cmd := testenv.StartPID1(t, testenv.LookPath(t, "true"))
 	var info unix.Siginfo
 	if err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
 		t.Fatal(err)
