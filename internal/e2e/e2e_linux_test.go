@@ -18,6 +18,7 @@ import (
 
 	"github.com/nspawn-tools/nspawn-tools/internal/machinetest"
 	"github.com/nspawn-tools/nspawn-tools/internal/testenv"
+	"github.com/nspawn-tools/nspawn-tools/leader"
 )
 
 func TestMain(m *testing.M) {
@@ -332,9 +333,22 @@ func TestStopEachInit(t *testing.T) {
 				t.Fatalf("--dry-run stopped the machine")
 			}
 
+			// Watch the leader's exit from here too, to report how soon
+			// after it nspawn-stop returned (a measurement, not a check).
+			pl, err := leader.Open(m.Leader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pl.Close()
+			leaderGone := make(chan time.Time, 1)
+			go func() {
+				pl.Wait(time.Now().Add(runLimit))
+				leaderGone <- time.Now()
+			}()
 			t0 := time.Now()
 			r := stop(t, m.Name)
 			stopped := time.Since(t0)
+			returned := time.Now()
 			want(t, r, 0)
 			code, err := m.Wait(30 * time.Second)
 			if err != nil {
@@ -349,8 +363,8 @@ func TestStopEachInit(t *testing.T) {
 				t.Errorf("leader %d still exists after nspawn-stop returned 0 and nspawn exited", m.Leader)
 			}
 			gone := waitGone(m.StateFile(), 10*time.Second)
-			t.Logf("TIMING %s: nspawn-stop returned after %v, nspawn exited at %v, state file gone: %v",
-				v.name, stopped.Round(time.Millisecond), nspawnGone.Round(time.Millisecond), gone)
+			t.Logf("TIMING %s: nspawn-stop returned after %v, %v after the leader's exit; nspawn exited at %v, state file gone: %v",
+				v.name, stopped.Round(time.Millisecond), returned.Sub(<-leaderGone).Round(10*time.Microsecond), nspawnGone.Round(time.Millisecond), gone)
 			if !gone {
 				t.Errorf("state file %s still there", m.StateFile())
 			}
