@@ -316,10 +316,8 @@ func (l *Leader) waitExec(limit time.Duration) error {
 	}
 }
 
-// Running lists the names of the machines machined has state files for,
-// sorted. Unreadable directories give an empty list.
-func Running(opt *Options) []string { return running(opt) }
-
+// running lists the names of the machines machined has state files for,
+// sorted. An unreadable directory gives an empty list.
 func running(opt *Options) []string {
 	ents, err := os.ReadDir(opt.stateDir())
 	if err != nil {

@@ -105,8 +105,8 @@ func TestFind(t *testing.T) {
 	if l.PID != cmd.Process.Pid || l.Machine != "m1" || l.State.Scope != "test-m1.scope" {
 		t.Errorf("Find = %+v", l)
 	}
-	if got := Running(opts(dir)); len(got) != 1 || got[0] != "m1" {
-		t.Errorf("Running = %v", got)
+	if got := Machines(opts(dir)); len(got) != 1 || got[0].Name != "m1" || got[0].Leader != cmd.Process.Pid {
+		t.Errorf("Machines = %v", got)
 	}
 }
 
