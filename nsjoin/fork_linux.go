@@ -242,8 +242,11 @@ func forkExec(s *forkSpec, cgroupFD int) (pid, pidfd int, err error) {
 
 	unix.Close(p[1])
 	defer unix.Close(p[0])
+	if e == unix.EAGAIN {
+		return 0, -1, fmt.Errorf("start the command: no more processes allowed (a pids cgroup limit or RLIMIT_NPROC): %w", e)
+	}
 	if e != 0 {
-		return 0, -1, fmt.Errorf("clone3: %w", e)
+		return 0, -1, fmt.Errorf("start the command: clone3: %w", e)
 	}
 	pid = int(r1)
 	var buf [8]byte

@@ -2,7 +2,10 @@ package main_test
 
 import (
 	"bufio"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,5 +96,50 @@ func TestHidepid(t *testing.T) {
 	r := run(t, "", unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", script, enter, strconv.Itoa(tg.PID))
 	if r.status() != "exit 0" || r.stdout != "hidepid\n" {
 		t.Errorf("under hidepid=invisible: %v", r)
+	}
+}
+
+// TestProcessLimit: under a pids cgroup limit nspawn-enter either works or,
+// when its fork is refused, says so in one line (125). Below what the Go
+// runtime needs for its own threads (about 6 here), the runtime itself
+// dies with "failed to create new OS thread" (exit 2): nothing in the
+// program can catch that. Nothing is left running either way.
+func TestProcessLimit(t *testing.T) {
+	testenv.RequireRoot(t)
+	pids := "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(filepath.Join(pids, "cgroup.procs")); err != nil {
+		testenv.Unavailable(t, "needs the cgroup v1 pids hierarchy at %s: %v", pids, err)
+	}
+	enter := testenv.Binary(t, "nspawn-enter")
+	tg := nstest.Start(t, nstest.Spec{Name: "pids", User: true})
+	cg := filepath.Join(pids, fmt.Sprintf("nspawntest-pids-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(cg); err != nil {
+			t.Errorf("remove %s: %v", cg, err)
+		}
+	})
+	refused := 0
+	for n := 1; n <= 16; n++ {
+		if err := os.WriteFile(filepath.Join(cg, "pids.max"), []byte(strconv.Itoa(n)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := children(t)
+		r := run(t, "", "/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$1" --pid "$2" -- /bin/true`, cg, enter, strconv.Itoa(tg.PID))
+		checkNoStrays(t, before, tg)
+		switch {
+		case r.status() == "exit 0":
+		case r.status() == "exit 125" && strings.Count(r.stderr, "\n") == 1 && strings.Contains(r.stderr, "no more processes allowed"):
+			refused++
+		case r.status() == "exit 2" && strings.Contains(r.stderr, "failed to create new OS thread"):
+		default:
+			t.Errorf("pids.max %d: %v", n, r)
+		}
+		t.Logf("pids.max %d: %s %q", n, r.status(), strings.SplitN(r.stderr, "\n", 2)[0])
+	}
+	if refused == 0 {
+		t.Error("no limit made nspawn-enter's own fork fail: the clean error path was not reached")
 	}
 }
