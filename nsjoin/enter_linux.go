@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -163,14 +164,8 @@ type joiner struct {
 	rootFD  int // the leader's root directory, opened on the host
 	cg      cgroups
 	cgErr   error
-	nsFDs   []nsFD // per-namespace descriptors, only where setns(pidfd) is missing
 	nofile  *unix.Rlimit
 	started chan error
-}
-
-type nsFD struct {
-	fd int
-	ns Namespace
 }
 
 // openHostFDs opens, before any join, every host-side descriptor the joins need.
@@ -180,18 +175,6 @@ func (j *joiner) openHostFDs() error {
 		return fmt.Errorf("open root directory of %s: %w", j.l, err)
 	}
 	j.rootFD = fd
-	if !pidfdSetns() {
-		for _, ns := range Namespaces {
-			if !j.plan.Join.Has(ns) {
-				continue
-			}
-			fd, err := unix.Openat(j.l.Dir(), "ns/"+ns.Proc, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("open %s namespace of %s: %w", ns.Proc, j.l, err)
-			}
-			j.nsFDs = append(j.nsFDs, nsFD{fd, ns})
-		}
-	}
 	// The command gets the machine's own limit on open files, not the one
 	// the Go runtime raised for this process.
 	// It is never raised above this process's own hard limit: the fork
@@ -211,10 +194,6 @@ func (j *joiner) closeHostFDs() {
 		unix.Close(j.rootFD)
 		j.rootFD = -1
 	}
-	for _, n := range j.nsFDs {
-		unix.Close(n.fd)
-	}
-	j.nsFDs = nil
 	j.cg.close()
 }
 
@@ -275,6 +254,9 @@ func (j *joiner) start(prepare Prepare) (int, int, error) {
 	if err != nil {
 		return 0, -1, err
 	}
+	if err := closeOnExec(); err != nil {
+		return 0, -1, err
+	}
 	s.v1Procs = int32(j.cg.v1Procs)
 	pid, pidfd, err := forkExec(s, j.cg.v2Dir)
 	var ce *ChildError
@@ -301,23 +283,13 @@ func (j *joiner) start(prepare Prepare) (int, int, error) {
 	return pid, pidfd, err
 }
 
-// setns joins the kinds in set on this thread: one atomic call through the
-// pidfd, or one call per namespace descriptor on kernels before 5.8.
+// setns joins the kinds in set on this thread, all at once through the
+// leader's pidfd (Linux 5.8): all or nothing.
 func (j *joiner) setns(set Set) error {
 	if set == 0 {
 		return nil
 	}
-	if j.nsFDs == nil {
-		return unix.Setns(j.l.PidFD(), int(set))
-	}
-	for _, n := range j.nsFDs {
-		if set.Has(n.ns) {
-			if err := unix.Setns(n.fd, n.ns.Clone); err != nil {
-				return fmt.Errorf("%s: %w", n.ns.Proc, err)
-			}
-		}
-	}
-	return nil
+	return unix.Setns(j.l.PidFD(), int(set))
 }
 
 // enterRoot makes the directory rootFD this thread's root and working directory.
@@ -334,17 +306,7 @@ func enterRoot(rootFD int) error {
 // spec prepares the fork child's instructions.
 func (j *joiner) spec(cmd *Command, path string, inFork Set) (*forkSpec, error) {
 	s := &forkSpec{stdio: [3]int32{0, 1, 2}, setsid: cmd.Setsid, ctty: cmd.Ctty}
-	if j.nsFDs == nil {
-		s.setns[0] = setnsCall{uintptr(j.l.PidFD()), uintptr(inFork)}
-	} else {
-		i := 0
-		for _, n := range j.nsFDs {
-			if inFork.Has(n.ns) {
-				s.setns[i] = setnsCall{uintptr(n.fd), uintptr(n.ns.Clone)}
-				i++
-			}
-		}
-	}
+	s.setns = setnsCall{uintptr(j.l.PidFD()), uintptr(inFork)}
 	for i, fd := range cmd.Stdio {
 		s.stdio[i] = int32(fd)
 	}
@@ -434,13 +396,26 @@ func checkExecutable(p string) error {
 	return nil
 }
 
-// pidfdSetns reports whether setns accepts a pidfd (Linux 5.8).
-func pidfdSetns() bool {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return true
+// closeOnExec marks every descriptor above 2 close-on-exec, so that none
+// the caller handed this process reaches the machine (all of the
+// program's own are opened so already): close_range where the kernel has
+// CLOSE_RANGE_CLOEXEC (5.11), else one fcntl per entry of /proc/self/fd.
+func closeOnExec() error {
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return nil
 	}
-	var major, minor int
-	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
-	return major > 5 || major == 5 && minor >= 8
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list open descriptors: %w", err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && err != unix.EBADF {
+			return fmt.Errorf("mark descriptor %d close-on-exec: %w", fd, err)
+		}
+	}
+	return nil
 }

@@ -51,23 +51,21 @@ const (
 	stepGID
 	stepUID
 	stepRlimit
-	stepCloseRange
 	stepExec
 )
 
 var stepText = [...]string{
-	stepNone:       "start",
-	stepCgroup:     "join the name=systemd cgroup",
-	stepSetns:      "join namespaces",
-	stepStdio:      "set up standard input/output",
-	stepSetsid:     "start a new session",
-	stepCtty:       "take the controlling terminal",
-	stepGroups:     "set supplementary groups",
-	stepGID:        "set group id",
-	stepUID:        "set user id",
-	stepRlimit:     "set the open files limit",
-	stepCloseRange: "mark descriptors close-on-exec",
-	stepExec:       "execute",
+	stepNone:   "start",
+	stepCgroup: "join the name=systemd cgroup",
+	stepSetns:  "join namespaces",
+	stepStdio:  "set up standard input/output",
+	stepSetsid: "start a new session",
+	stepCtty:   "take the controlling terminal",
+	stepGroups: "set supplementary groups",
+	stepGID:    "set group id",
+	stepUID:    "set user id",
+	stepRlimit: "set the open files limit",
+	stepExec:   "execute",
 }
 
 // ChildError is a failure inside the fork child, before the command ran.
@@ -87,9 +85,9 @@ type setnsCall struct{ fd, flags uintptr }
 // forkSpec is everything the child needs, prepared by the parent: pointers
 // and C strings only, nothing the child would have to allocate.
 type forkSpec struct {
-	setns     [2]setnsCall // the user and time namespaces; flags 0 = unused
-	v1Procs   int32        // cgroup.procs of a v1 group to write "0" to; -1 = none
-	stdio     [3]int32     // dup'ed onto 0, 1, 2 when not already there
+	setns     setnsCall // the user and time namespaces; flags 0 = none
+	v1Procs   int32     // cgroup.procs of a v1 group to write "0" to; -1 = none
+	stdio     [3]int32  // dup'ed onto 0, 1, 2 when not already there
 	setsid    bool
 	ctty      bool // TIOCSCTTY on fd 0 (after setsid)
 	setCreds  bool
@@ -139,11 +137,8 @@ func childMain(s *forkSpec) {
 		}
 	}
 	st = stepSetns
-	for i = 0; i < len(s.setns); i++ {
-		if s.setns[i].flags == 0 {
-			continue
-		}
-		if _, _, e = syscall.RawSyscall(unix.SYS_SETNS, s.setns[i].fd, s.setns[i].flags, 0); e != 0 {
+	if s.setns.flags != 0 {
+		if _, _, e = syscall.RawSyscall(unix.SYS_SETNS, s.setns.fd, s.setns.flags, 0); e != 0 {
 			goto fail
 		}
 	}
@@ -189,11 +184,6 @@ func childMain(s *forkSpec) {
 		if _, _, e = syscall.RawSyscall6(unix.SYS_PRLIMIT64, 0, unix.RLIMIT_NOFILE, uintptr(unsafe.Pointer(&s.nofile)), 0, 0, 0); e != 0 {
 			goto fail
 		}
-	}
-	// Whatever the caller handed us beyond 0, 1 and 2 must not reach the machine.
-	st = stepCloseRange
-	if _, _, e = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 3, ^uintptr(0)>>32, unix.CLOSE_RANGE_CLOEXEC); e != 0 {
-		goto fail
 	}
 	// Restores the signal mask saved by runtime_BeforeFork and resets the
 	// runtime's signal handlers to SIG_DFL.

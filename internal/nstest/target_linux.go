@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -174,7 +175,7 @@ func Start(t testing.TB, spec Spec) *Target {
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startFromLastingThread(cmd); err != nil {
 		w.Close()
 		t.Fatalf("nstest: start %s: %v", cmd, err)
 	}
@@ -203,6 +204,29 @@ func Start(t testing.TB, spec Spec) *Target {
 	}
 	tg.Marker = strings.TrimSuffix(string(m), "\n")
 	return tg
+}
+
+// starts are run by one goroutine locked to its OS thread for the life of
+// the test process. Pdeathsig fires when the thread that forked the child
+// ends, not the process, and threads do end: the runtime ends the thread of
+// any goroutine that returns while locked (as nsjoin's joining goroutines
+// do). Without this, a target died at random under the tests.
+var starts = make(chan func())
+
+func init() {
+	go func() {
+		runtime.LockOSThread()
+		for f := range starts {
+			f()
+		}
+	}()
+}
+
+// startFromLastingThread starts cmd from the thread that never ends.
+func startFromLastingThread(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	starts <- func() { done <- cmd.Start() }
+	return <-done
 }
 
 // findLeader sets PID to unshare's only child, the PID 1 of the new PID
