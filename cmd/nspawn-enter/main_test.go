@@ -91,10 +91,16 @@ func (r result) String() string {
 // start it, or a run longer than runTimeout, fails the test.
 func run(t testing.TB, stdin, prog string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	return runWith(t, env, stdin, runTimeout, prog, args...)
+}
+
+// runWith is run with an environment, stdin and bound of its own.
+func runWith(t testing.TB, environ []string, stdin string, timeout time.Duration, prog string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.Env = env
+	cmd.Env = environ
 	cmd.Dir = "/"
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
@@ -103,7 +109,7 @@ func run(t testing.TB, stdin, prog string, args ...string) result {
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		t.Fatalf("%s: did not finish within %v", cmd, runTimeout)
+		t.Fatalf("%s: did not finish within %v", cmd, timeout)
 	}
 	if _, ok := err.(*exec.ExitError); err != nil && !ok {
 		t.Fatalf("%s: %v", cmd, err)

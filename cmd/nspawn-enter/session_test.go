@@ -3,7 +3,6 @@ package main_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -30,26 +29,10 @@ const loginPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 const quickTimeout = 15 * time.Second
 
 // runIn is run with the given environment for nspawn-enter and a bound of
-// its own on the run.
+// its own on the run (stdin empty).
 func runIn(t testing.TB, environ []string, timeout time.Duration, prog string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.Env = environ
-	cmd.Dir = "/"
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("%s: did not finish within %v", cmd, timeout)
-	}
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		t.Fatalf("%s: %v", cmd, err)
-	}
-	return result{cmd: cmd.String(), stdout: stdout.String(), stderr: stderr.String(), state: cmd.ProcessState}
+	return runWith(t, environ, "", timeout, prog, args...)
 }
 
 // enterArgs is the command line of nspawn-enter for target pid: flags,
