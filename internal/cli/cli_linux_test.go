@@ -140,6 +140,21 @@ print -r -- "$buf"`, prog, prefix)
 			if !strings.Contains(out, "DONE: "+prog+" "+m.Name) {
 				t.Errorf("zsh did not complete %s to %s:\n%q", prefix, m.Name, out)
 			}
+			// Installed as a file _PROG in $fpath, autoloaded by compinit.
+			fpath := t.TempDir()
+			gen, err := exec.Command(bin, "--completion=zsh").Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(fpath, "_"+prog), gen, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			autoload := strings.Replace(script, "source <("+prog+" --completion=zsh)", "true", 1)
+			autoload = strings.Replace(autoload, "PS1=", "fpath=("+fpath+" $fpath); PS1=", 1)
+			out = shell(t, "zsh", "-f", "-c", autoload)
+			if !strings.Contains(out, "DONE: "+prog+" "+m.Name) {
+				t.Errorf("zsh (autoloaded from $fpath) did not complete %s to %s:\n%q", prefix, m.Name, out)
+			}
 		})
 	}
 }

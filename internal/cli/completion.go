@@ -43,7 +43,7 @@ complete -F %[2]s %[1]s
 `, prog, fn, strings.Join(flags, " ")), nil
 	case "zsh":
 		return fmt.Sprintf(`#compdef %[1]s
-# zsh completion for %[1]s; load with: source <(%[1]s --completion=zsh)
+# zsh completion for %[1]s: source <(%[1]s --completion=zsh), or save as _%[1]s in $fpath
 %[2]s() {
 	local -a machines
 	if (( ${words[(I)--]} && ${words[(I)--]} < CURRENT )); then
@@ -55,7 +55,12 @@ complete -F %[2]s %[1]s
 		compadd -a machines
 	fi
 }
-compdef %[2]s %[1]s
+# Sourced: register; autoloaded from a file _%[1]s in $fpath: complete now.
+if [[ $funcstack[1] == _%[1]s ]]; then
+	%[2]s "$@"
+else
+	compdef %[2]s %[1]s
+fi
 `, prog, fn, strings.Join(flags, " ")), nil
 	case "fish":
 		var b strings.Builder
