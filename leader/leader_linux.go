@@ -46,6 +46,7 @@ type Leader struct {
 	State   *State // the machine's state, nil when opened by PID
 	pidfd   int
 	dir     int
+	start   uint64 // start time, clock ticks after boot (read once, when pinned)
 }
 
 // PidFD is the leader's pidfd (O_CLOEXEC). It stays valid until Close.
@@ -150,7 +151,7 @@ func Open(pid int) (*Leader, error) {
 		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	l := &Leader{PID: pid, pidfd: pidfd, dir: dir}
-	if _, err := l.startTime(); err != nil {
+	if l.start, err = l.startTime(); err != nil {
 		l.Close()
 		if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
 			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
@@ -279,12 +280,11 @@ func (l *Leader) mismatch(st *State, pidfdID uint64) string {
 	// counts CLOCK_BOOTTIME; MONOTONIC does not count suspend, so subtract
 	// all the suspend time so far to get a lower bound on its monotonic start.
 	if st.Monotonic != 0 {
-		start, err := l.startTime()
 		var boot, mono unix.Timespec
 		// MONOTONIC first: read in this order, the difference is never negative.
-		if err == nil && unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) == nil && unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) == nil {
+		if unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) == nil && unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) == nil {
 			const slack = 20_000 // µs: clock tick granularity, with margin
-			startUS := start * 1_000_000 / uint64(clockTicks)
+			startUS := l.start * 1_000_000 / uint64(clockTicks)
 			suspended := uint64(max(boot.Nano()-mono.Nano(), 0)) / 1000
 			if startUS > suspended && startUS-suspended > st.Monotonic+slack {
 				return "started after the machine was registered: it is another process"
