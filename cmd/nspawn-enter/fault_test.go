@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,33 +24,11 @@ func TestSessionEndsWithMachine(t *testing.T) {
 		t.Run(spec.Name, func(t *testing.T) {
 			tg := nstest.Start(t, spec)
 			cmd := exec.Command(enter, "--pid", strconv.Itoa(tg.PID), "--no-pty", "--", "/bin/sh", "-c", "echo ready; exec sleep 1000")
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if cmd.ProcessState == nil {
-					cmd.Process.Kill()
-					cmd.Wait()
-				}
-			})
-			line, _ := bufio.NewReader(out).ReadString('\n')
-			if line != "ready\n" {
-				t.Fatalf("the command printed %q", line)
-			}
+			testenv.StartReady(t, cmd)
 			if err := syscall.Kill(tg.PID, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("nspawn-enter still runs 10 s after the machine's PID 1 was killed")
-			}
+			testenv.WaitEnd(t, cmd, 10*time.Second)
 			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
 			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 				t.Errorf("nspawn-enter ended with %v, want death by SIGKILL like its command", cmd.ProcessState)

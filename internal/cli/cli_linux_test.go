@@ -14,15 +14,7 @@ import (
 	"github.com/nspawn-tools/nspawn-tools/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.RemoveBinaries()
-	if err := machinetest.Shutdown(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(machinetest.RunTests(m)) }
 
 var programs = []string{"nspawn-enter", "nspawn-stop"}
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -21,15 +20,7 @@ import (
 	"github.com/nspawn-tools/nspawn-tools/leader"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.RemoveBinaries()
-	if err := machinetest.Shutdown(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(machinetest.RunTests(m)) }
 
 // runLimit bounds every run of a product program: a hang fails the test.
 const runLimit = 60 * time.Second
@@ -405,31 +396,10 @@ func TestStopEndsSessions(t *testing.T) {
 	machinetest.Require(t, machinetest.Busybox)
 	m := machinetest.Start(t, machinetest.Name("sessions"), machinetest.Spec{})
 	cmd := exec.Command(testenv.Binary(t, "nspawn-enter"), m.Name, "--no-pty", "--", "sh", "-c", "echo ready; exec sleep 1000")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("the session printed %q", line)
-	}
+	testenv.StartReady(t, cmd)
 	want(t, stop(t, m.Name), 0)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-		t.Logf("session ended with %v", cmd.ProcessState)
-	case <-time.After(10 * time.Second):
-		t.Fatal("nspawn-enter's session still runs 10 s after the machine stopped")
-	}
+	testenv.WaitEnd(t, cmd, 10*time.Second)
+	t.Logf("session ended with %v", cmd.ProcessState)
 	// The init's shutdown sends every process SIGTERM (busybox init does),
 	// or the end of the PID namespace SIGKILL: either way the command died
 	// of it, and nspawn-enter the same way.

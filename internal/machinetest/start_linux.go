@@ -1,6 +1,12 @@
 package machinetest
 
-import "testing"
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/nspawn-tools/nspawn-tools/internal/testenv"
+)
 
 // TB is what Start needs from a test: *testing.T and *testing.B have it.
 type TB interface {
@@ -31,4 +37,17 @@ func Start(t TB, name string, spec Spec) *Machine {
 		}
 	})
 	return m
+}
+
+// RunTests runs a test binary's tests (call it from TestMain), then removes
+// the programs testenv built and stops the daemons this process started.
+// It returns the exit status, failed if the shutdown failed.
+func RunTests(m *testing.M) int {
+	code := m.Run()
+	testenv.RemoveBinaries()
+	if err := Shutdown(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
+	return code
 }
