@@ -267,6 +267,11 @@ func (j *joiner) start(prepare Prepare) (int, int, error) {
 		pid, pidfd, err = forkExec(s, -1)
 	}
 	runtime.KeepAlive(s)
+	if err != nil && !errors.As(err, &ce) && j.l.Exited() {
+		// The leader died after the thread's joins: a PID namespace
+		// without its init takes no new process (clone3 fails with ENOMEM).
+		return 0, -1, &JoinError{Leader: j.l, Set: j.plan.Join, Err: unix.ESRCH}
+	}
 	if errors.As(err, &ce) {
 		switch ce.Step {
 		case stepText[stepExec]:

@@ -2,12 +2,17 @@ package nsjoin
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nspawn-tools/nspawn-tools/internal/nstest"
 	"github.com/nspawn-tools/nspawn-tools/internal/testenv"
@@ -178,5 +183,124 @@ func TestLeaderGone(t *testing.T) {
 	var je *JoinError
 	if !errors.As(err, &je) || !errors.Is(err, unix.ESRCH) || !strings.Contains(err.Error(), "the leader exited") {
 		t.Errorf("leader gone: %v, want a JoinError saying the leader exited", err)
+	}
+}
+
+// TestLeaderGoneBetweenJoins: the leader exits after the thread has joined
+// its namespaces but before the fork child joins the user and time
+// namespaces. The start fails with a clear error and no process is left,
+// half-joined or not.
+func TestLeaderGoneBetweenJoins(t *testing.T) {
+	// With a user namespace the fork child joins it after the thread's
+	// joins; without one the thread joins everything and the fork follows.
+	for _, spec := range []nstest.Spec{{Name: "between", User: true, Time: true}, {Name: "between-plain"}} {
+		t.Run(spec.Name, func(t *testing.T) {
+			_, l, plan := startTarget(t, spec)
+			before := childrenOf(t, os.Getpid())
+			_, err := Start(l, plan, Options{}, func(*Machine) (*Command, error) {
+				if err := unix.PidfdSendSignal(l.PidFD(), unix.SIGKILL, nil, 0); err != nil {
+					return nil, err
+				}
+				fds := []unix.PollFd{{Fd: int32(l.PidFD()), Events: unix.POLLIN}}
+				if _, err := unix.Poll(fds, 10000); err != nil || fds[0].Revents&unix.POLLIN == 0 {
+					return nil, errors.New("the leader did not exit within 10 s")
+				}
+				return &Command{Args: []string{"/bin/true"}}, nil
+			})
+			var je *JoinError
+			if !errors.As(err, &je) || !errors.Is(err, unix.ESRCH) || !strings.Contains(err.Error(), "the leader exited") {
+				t.Fatalf("leader gone between the joins: %v, want a JoinError saying the leader exited", err)
+			}
+			checkNoNewChildren(t, before)
+		})
+	}
+}
+
+// TestForkRefused: when the kernel refuses the fork (here a pids cgroup
+// limit on the joining thread alone), Start says so and nothing is left.
+// Only that thread is limited, through the v1 pids hierarchy, which
+// places threads one by one: the rest of the test's runtime is not.
+func TestForkRefused(t *testing.T) {
+	_, l, plan := startTarget(t, nstest.Spec{Name: "refused", User: true, Time: true})
+	pids := "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(filepath.Join(pids, "tasks")); err != nil {
+		testenv.Unavailable(t, "needs the cgroup v1 pids hierarchy at %s: %v", pids, err)
+	}
+	cg := filepath.Join(pids, fmt.Sprintf("nspawntest-refused-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The joining thread ends after Start returns; its group empties then.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := os.Remove(cg)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+				t.Errorf("remove %s: %v", cg, err)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(cg, "pids.max"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := os.OpenFile(filepath.Join(cg, "tasks"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tasks.Close()
+	before := childrenOf(t, os.Getpid())
+	_, err = Start(l, plan, Options{}, func(*Machine) (*Command, error) {
+		// "0" is the writing thread itself.
+		if _, err := unix.Write(int(tasks.Fd()), []byte("0")); err != nil {
+			return nil, fmt.Errorf("move the joining thread into %s: %w", cg, err)
+		}
+		return &Command{Args: []string{"/bin/true"}}, nil
+	})
+	if !errors.Is(err, unix.EAGAIN) || !strings.Contains(err.Error(), "no more processes allowed") {
+		t.Fatalf("fork refused by a pids limit: %v, want an error saying no more processes are allowed", err)
+	}
+	checkNoNewChildren(t, before)
+	// And the next start, on a new thread outside the limit, works.
+	if err := runTrue(l, plan); err != nil {
+		t.Errorf("start after a refused fork: %v", err)
+	}
+}
+
+// childrenOf returns the children of every thread of pid.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []int
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue // the thread is gone
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if k, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, k)
+			}
+		}
+	}
+	return kids
+}
+
+// checkNoNewChildren fails the test if this process has a child that was
+// not in before.
+func checkNoNewChildren(t *testing.T, before []int) {
+	t.Helper()
+	for _, k := range childrenOf(t, os.Getpid()) {
+		if !slices.Contains(before, k) {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", k))
+			t.Errorf("process %d (%s) left behind", k, strings.TrimSpace(string(comm)))
+		}
 	}
 }
