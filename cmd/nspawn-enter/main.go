@@ -14,7 +14,6 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/alecthomas/kong"
 	"github.com/nspawn-tools/nspawn-tools/internal/cli"
 	"github.com/nspawn-tools/nspawn-tools/leader"
 	"github.com/nspawn-tools/nspawn-tools/nsjoin"
@@ -119,9 +118,7 @@ func main() {
 		close(notified)
 	}()
 	args, command := splitCommand(os.Args[1:])
-	var g grammar
-	keep := keepOptions()
-	cli.ParseDoc(doc, &g, args, kong.Embed(keep.Interface()))
+	g, keep := parseArgs(args)
 	if g.PID != nil && *g.PID < 1 {
 		msg.Error("--pid wants a process ID (a positive number)")
 		msg.Hint("see '%s --help'", prog)
@@ -132,13 +129,7 @@ func main() {
 		msg.Hint("see '%s --help'", prog)
 		os.Exit(cli.ExitUsage)
 	}
-	var keepSet nsjoin.Set
-	for i, ns := range nsjoin.Namespaces {
-		if keep.Elem().Field(i).Bool() {
-			keepSet |= nsjoin.Set(ns.Clone)
-		}
-	}
-	fail(msg, run(g, keepSet, command, sigs, notified))
+	fail(msg, run(g, keep, command, sigs, notified))
 }
 
 // splitCommand cuts the command line at the first "--": what follows is

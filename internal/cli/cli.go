@@ -35,17 +35,9 @@ type extras struct {
 // --list, --json, --completion and --man, which exit 0. A usage error
 // prints one line and a hint and exits ExitUsage.
 func ParseDoc(doc *Doc, grammar any, args []string, opts ...kong.Option) *kong.Context {
-	checkOpenFiles(doc.Name)
+	CheckOpenFiles(doc.Name)
 	var x extras
-	opts = append([]kong.Option{
-		kong.Name(doc.Name),
-		kong.Description(doc.help()),
-		kong.Exit(os.Exit),
-		kong.Vars{"version": Version(doc.Name)},
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
-		kong.Embed(&x),
-	}, opts...)
-	parser, err := kong.New(grammar, opts...)
+	parser, err := newParser(doc, grammar, &x, opts...)
 	if err != nil {
 		panic(err) // a broken grammar is a programming error
 	}
@@ -81,14 +73,32 @@ func ParseDoc(doc *Doc, grammar any, args []string, opts ...kong.Option) *kong.C
 	return nil
 }
 
+// NewParser returns the kong parser ParseDoc uses for grammar, shared
+// options included; for tests that compare another parser with it.
+func NewParser(doc *Doc, grammar any, opts ...kong.Option) (*kong.Kong, error) {
+	return newParser(doc, grammar, new(extras), opts...)
+}
+
+func newParser(doc *Doc, grammar any, x *extras, opts ...kong.Option) (*kong.Kong, error) {
+	opts = append([]kong.Option{
+		kong.Name(doc.Name),
+		kong.Description(doc.help()),
+		kong.Exit(os.Exit),
+		kong.Vars{"version": Version(doc.Name)},
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
+		kong.Embed(x),
+	}, opts...)
+	return kong.New(grammar, opts...)
+}
+
 // MinOpenFiles is the lowest limit on open files the programs work with;
 // below it the Go runtime itself may fail to start its poller, and dies.
 const MinOpenFiles = 32
 
-// checkOpenFiles exits with a clear message (status 125) when the limit on
+// CheckOpenFiles exits with a clear message (status 125) when the limit on
 // open files is below MinOpenFiles. The Go runtime has raised the soft
 // limit to the hard one at start, so that is what is compared.
-func checkOpenFiles(prog string) {
+func CheckOpenFiles(prog string) {
 	var lim unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur < MinOpenFiles {
 		msg := New(prog)
