@@ -13,14 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func init() {
-	// Keep the main goroutine on the startup thread for the program's life.
-	// /proc/self follows that thread, and a locked goroutine that ends on it
-	// does not end the thread: a joining thread must never be it, or the
-	// process would stay half inside the machine.
-	runtime.LockOSThread()
-}
-
 // Command is what to run inside the machine.
 type Command struct {
 	// Args is the argument vector. Args[0] is looked up in PATH (of Env,
@@ -197,11 +189,35 @@ func (j *joiner) closeHostFDs() {
 	j.cg.close()
 }
 
+// isMainThread reports whether this thread is the process's first one.
+var isMainThread = func() bool { return unix.Gettid() == unix.Getpid() }
+
 // run is the body of the dedicated thread.
 func (j *joiner) run(p *Process, prepare Prepare) {
 	// Never unlocked: when this goroutine returns, the runtime ends the
 	// thread instead of reusing it with the machine's namespaces and root.
 	runtime.LockOSThread()
+	if isMainThread() {
+		// The main thread, though, is never ended: the runtime would park
+		// it for good, the process's own thread inside the machine. It is
+		// kept busy until a new goroutine, which so cannot run on it, has a
+		// thread of its own for the work; then given back untouched.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			j.work(p, prepare)
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
+	j.work(p, prepare)
+}
+
+// work joins, starts the command and waits for it, on a locked thread
+// that is not the main thread.
+func (j *joiner) work(p *Process, prepare Prepare) {
 	pid, pidfd, err := j.start(prepare)
 	j.closeHostFDs()
 	if err != nil {

@@ -304,3 +304,36 @@ func checkNoNewChildren(t *testing.T, before []int) {
 		}
 	}
 }
+
+// TestJoinLeavesMainThread: when the joining goroutine finds itself on the
+// main thread (made to here: which thread it gets is the runtime's
+// choice), the joins happen on another thread and the one it was on keeps
+// the caller's namespaces.
+func TestJoinLeavesMainThread(t *testing.T) {
+	_, l, plan := startTarget(t, nstest.Spec{Name: "mainthread", User: true})
+	var first atomic.Int64
+	isMainThread = func() bool { return first.CompareAndSwap(0, int64(unix.Gettid())) }
+	t.Cleanup(func() { isMainThread = func() bool { return unix.Gettid() == unix.Getpid() } })
+	var joined int
+	p, err := Start(l, plan, Options{}, func(*Machine) (*Command, error) {
+		joined = unix.Gettid()
+		return &Command{Args: []string{"/bin/true"}}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws, err := p.Wait(); err != nil || ws.ExitStatus() != 0 {
+		t.Fatalf("/bin/true: %v %v", ws, err)
+	}
+	tid := int(first.Load())
+	if tid == 0 || joined == tid {
+		t.Fatalf("the joins ran on thread %d, the one taken for the main thread (%d)", joined, tid)
+	}
+	own, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mnt, err := os.Readlink(fmt.Sprintf("/proc/self/task/%d/ns/mnt", tid)); err == nil && mnt != own {
+		t.Errorf("thread %d is in mount namespace %s, not ours (%s)", tid, mnt, own)
+	}
+}
