@@ -39,35 +39,44 @@ func openCgroups(l *leader.Leader) (cgroups, error) {
 	if err != nil {
 		return c, err
 	}
-	v2Mount, v1Mount, err := cgroupMounts()
-	if err != nil {
-		return c, err
-	}
 	// Moving a process between cgroups is costly (≈5 ms a hierarchy,
 	// measured here): none is made where the caller is already there.
 	own, _ := os.ReadFile("/proc/self/cgroup")
 	mine := strings.Split(string(own), "\n")
+	var v2Path, v1Path string
 	for _, line := range strings.Split(string(bytes.TrimSpace(data)), "\n") {
 		f := strings.SplitN(line, ":", 3)
 		if len(f) != 3 || !strings.HasPrefix(f[2], "/") || strings.Contains(f[2], "/..") || slices.Contains(mine, line) {
 			continue
 		}
 		switch {
-		case f[0] == "0" && f[1] == "" && v2Mount != "":
-			fd, err := unix.Open(filepath.Join(v2Mount, f[2]), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				c.close()
-				return c, fmt.Errorf("open cgroup %s: %w", f[2], err)
-			}
-			c.v2Dir = fd
-		case f[1] == "name=systemd" && v1Mount != "":
-			fd, err := unix.Open(filepath.Join(v1Mount, f[2], "cgroup.procs"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				c.close()
-				return c, fmt.Errorf("open name=systemd cgroup %s: %w", f[2], err)
-			}
-			c.v1Procs = fd
+		case f[0] == "0" && f[1] == "":
+			v2Path = f[2]
+		case f[1] == "name=systemd":
+			v1Path = f[2]
 		}
+	}
+	if v2Path == "" && v1Path == "" {
+		return c, nil
+	}
+	v2Mount, v1Mount, err := cgroupMounts()
+	if err != nil {
+		return c, err
+	}
+	if v2Path != "" && v2Mount != "" {
+		fd, err := unix.Open(filepath.Join(v2Mount, v2Path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return c, fmt.Errorf("open cgroup %s: %w", v2Path, err)
+		}
+		c.v2Dir = fd
+	}
+	if v1Path != "" && v1Mount != "" {
+		fd, err := unix.Open(filepath.Join(v1Mount, v1Path, "cgroup.procs"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			c.close()
+			return c, fmt.Errorf("open name=systemd cgroup %s: %w", v1Path, err)
+		}
+		c.v1Procs = fd
 	}
 	return c, nil
 }
