@@ -92,6 +92,10 @@ type Options struct {
 	// name=systemd v1 group on hybrid hosts), so that it belongs to the
 	// machine's unit and ends with it.
 	JoinCgroup bool
+	// DieWithCaller has the kernel kill the command (SIGKILL) if the
+	// caller's process ends first, whatever ends it: set last before
+	// execve, and cleared by the kernel when the command is set-user-ID.
+	DieWithCaller bool
 }
 
 // Process is a command started inside a machine.
@@ -128,7 +132,7 @@ func (p *Process) Wait() (unix.WaitStatus, error) {
 // user and time namespaces last. The thread is never used for anything
 // else: it ends when the command has been waited for.
 func Start(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (*Process, error) {
-	j := &joiner{l: l, plan: plan, rootFD: -1, cg: cgroups{v2Dir: -1, v1Procs: -1}, started: make(chan error, 1)}
+	j := &joiner{l: l, plan: plan, rootFD: -1, cg: cgroups{v2Dir: -1, v1Procs: -1}, pdeath: opt.DieWithCaller, started: make(chan error, 1)}
 	if opt.JoinCgroup {
 		if j.cg, j.cgErr = openCgroups(l); j.cgErr != nil {
 			j.cgErr = fmt.Errorf("join the cgroup of %s: %w", l, j.cgErr)
@@ -157,6 +161,7 @@ type joiner struct {
 	cg      cgroups
 	cgErr   error
 	nofile  *unix.Rlimit
+	pdeath  bool
 	started chan error
 }
 
@@ -326,7 +331,7 @@ func enterRoot(rootFD int) error {
 
 // spec prepares the fork child's instructions.
 func (j *joiner) spec(cmd *Command, path string, inFork Set) (*forkSpec, error) {
-	s := &forkSpec{stdio: [3]int32{0, 1, 2}, setsid: cmd.Setsid, ctty: cmd.Ctty}
+	s := &forkSpec{stdio: [3]int32{0, 1, 2}, setsid: cmd.Setsid, ctty: cmd.Ctty, pdeath: j.pdeath}
 	s.setns = setnsCall{uintptr(j.l.PidFD()), uintptr(inFork)}
 	for i, fd := range cmd.Stdio {
 		s.stdio[i] = int32(fd)

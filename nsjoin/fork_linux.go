@@ -51,6 +51,7 @@ const (
 	stepGID
 	stepUID
 	stepRlimit
+	stepPdeath
 	stepExec
 )
 
@@ -65,6 +66,7 @@ var stepText = [...]string{
 	stepGID:    "set group id",
 	stepUID:    "set user id",
 	stepRlimit: "set the open files limit",
+	stepPdeath: "ask to die with the caller",
 	stepExec:   "execute",
 }
 
@@ -95,11 +97,18 @@ type forkSpec struct {
 	uid, gid  uintptr
 	nofile    unix.Rlimit
 	setNofile bool
-	path      *byte
-	argv      []*byte // NULL-terminated
-	envv      []*byte // NULL-terminated
-	errPipe   uintptr
-	errbuf    [2]uint32 // {step, errno}, written in the child's own copy
+	// pdeath asks for SIGKILL when the forking thread ends; pipeRead is
+	// the parent's end of the error pipe, closed in the child first so
+	// that a parent already gone shows as POLLERR on errPipe.
+	pdeath   bool
+	pipeRead uintptr
+	path     *byte
+	argv     []*byte // NULL-terminated
+	envv     []*byte // NULL-terminated
+	errPipe  uintptr
+	errbuf   [2]uint32   // {step, errno}, written in the child's own copy
+	pollfd   unix.PollFd // the child's own copy too
+	noWait   unix.Timespec
 }
 
 // cloneArgs is the kernel's struct clone_args (CLONE_ARGS_SIZE_VER2, 88 bytes).
@@ -185,6 +194,25 @@ func childMain(s *forkSpec) {
 			goto fail
 		}
 	}
+	if s.pdeath {
+		// Last, as a change of credentials clears it.
+		st = stepPdeath
+		if _, _, e = syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0); e != 0 {
+			goto fail
+		}
+		// A parent that died before the prctl sent no signal: its end of
+		// the pipe is closed then.
+		syscall.RawSyscall(unix.SYS_CLOSE, s.pipeRead, 0, 0)
+		s.pollfd = unix.PollFd{Fd: int32(s.errPipe), Events: unix.POLLOUT}
+		if _, _, e = syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&s.pollfd)), 1, uintptr(unsafe.Pointer(&s.noWait)), 0, 0, 0); e != 0 {
+			goto fail
+		}
+		if s.pollfd.Revents&unix.POLLERR != 0 {
+			for {
+				syscall.RawSyscall(unix.SYS_EXIT_GROUP, 127, 0, 0)
+			}
+		}
+	}
 	// Restores the signal mask saved by runtime_BeforeFork and resets the
 	// runtime's signal handlers to SIG_DFL.
 	runtimeAfterForkInChild()
@@ -210,7 +238,7 @@ func forkExec(s *forkSpec, cgroupFD int) (pid, pidfd int, err error) {
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return 0, -1, fmt.Errorf("pipe: %w", err)
 	}
-	s.errPipe = uintptr(p[1])
+	s.errPipe, s.pipeRead = uintptr(p[1]), uintptr(p[0])
 	fd := int32(-1)
 	args := cloneArgs{flags: unix.CLONE_PIDFD, exitSignal: uint64(unix.SIGCHLD)}
 	if cgroupFD >= 0 {

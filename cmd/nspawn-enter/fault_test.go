@@ -14,6 +14,7 @@ import (
 
 	"github.com/nspawn-tools/nspawn-tools/internal/nstest"
 	"github.com/nspawn-tools/nspawn-tools/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestSessionEndsWithMachine: when the machine's PID 1 dies while a
@@ -151,5 +152,57 @@ func reapOrphans(t *testing.T, before []int, limit time.Duration) {
 			return // checkNoStrays ends them
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCommandDiesWithEnter: when nspawn-enter itself is killed (SIGKILL,
+// which it cannot pass on), the kernel kills its command: nothing is left
+// running in the machine. The request survives joining a user namespace
+// and a change of user, which both clear it when made before.
+func TestCommandDiesWithEnter(t *testing.T) {
+	enter := testenv.Binary(t, "nspawn-enter")
+	cases := []struct {
+		spec nstest.Spec
+		args []string
+	}{
+		{nstest.Spec{Name: "orphan"}, nil},
+		{nstest.Spec{Name: "orphan-user", User: true}, nil},
+		{nstest.Spec{Name: "orphan-alice", User: true}, []string{"--user", "alice"}},
+	}
+	for _, c := range cases {
+		t.Run(c.spec.Name, func(t *testing.T) {
+			tg := nstest.Start(t, c.spec)
+			args := append([]string{"--pid", strconv.Itoa(tg.PID), "--no-pty"}, c.args...)
+			args = append(args, "--", "/bin/sh", "-c", "echo ready; exec sleep 1000")
+			cmd := exec.Command(enter, args...)
+			before := children(t)
+			testenv.StartReady(t, cmd)
+			kids := childrenOf(t, cmd.Process.Pid)
+			if len(kids) != 1 {
+				t.Fatalf("nspawn-enter has children %v, want its command alone", kids)
+			}
+			sleeper := kids[0]
+			pidfd, err := unix.PidfdOpen(sleeper, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(pidfd)
+			if err := cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Wait()
+			fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+			if n, err := unix.Poll(fds, 10000); err != nil || n != 1 {
+				t.Errorf("the command (pid %d) still runs 10 s after nspawn-enter was killed (poll: %d, %v)", sleeper, n, err)
+				unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+			}
+			// The orphan went to this process, a subreaper: reap it, or
+			// its PID namespace could never end.
+			var info unix.Siginfo
+			if err := unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED, nil); err != nil {
+				t.Fatalf("reap the command: %v", err)
+			}
+			checkNoStrays(t, before, tg)
+		})
 	}
 }

@@ -56,7 +56,11 @@ in PATH inside the machine; without it, the user's login shell starts.`,
 		{Left: "nspawn-enter --pid 4242 -- cat /etc/os-release", Right: "Enter the namespaces of any process."},
 		{Left: "nspawn-enter --list --json", Right: "The running machines, for scripts."},
 	},
-	Notes: []cli.Section{{Title: "Security", Text: `nspawn-enter is a tool for root. It must never be installed setuid: it
+	Notes: []cli.Section{{Title: "Signals", Text: `SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to nspawn-enter
+are passed on to the command. If nspawn-enter is killed by a signal it
+cannot pass on (SIGKILL), the kernel kills the command with SIGKILL too:
+it is never left running in the machine without nspawn-enter. A
+set-user-ID command clears this, as the kernel does for every such program.`}, {Title: "Security", Text: `nspawn-enter is a tool for root. It must never be installed setuid: it
 opens files of the host for the machine and joins namespaces. While it
 holds host descriptors it is not dumpable; the command gets only
 descriptors 0, 1 and 2. Files of the machine (/etc/passwd, /etc/group,
@@ -108,9 +112,12 @@ func main() {
 		msg.Error("make the process non-dumpable: %v", err)
 		os.Exit(ExitFailure)
 	}
-	// Signals to pass on to the command are taken from the start. The first
-	// signal.Notify costs a thread start and a handshake with it (0.3-0.7 ms
-	// measured): done concurrently with the parsing and the leader lookup.
+	// Signals to pass on to the command are taken from the start, in the
+	// background while the leader is looked up: signal.Notify starts a
+	// thread and makes a round trip to it for each signal. It must be done
+	// before the command starts: until then the runtime drops SIGUSR1 and
+	// SIGUSR2, dumps its goroutines on SIGQUIT, and dies of SIGTERM,
+	// SIGINT and SIGHUP.
 	sigs := make(chan os.Signal, 8)
 	notified := make(chan struct{})
 	go func() {
@@ -215,7 +222,9 @@ func run(g grammar, keep nsjoin.Set, command []string, sigs chan os.Signal, noti
 		return c, nil
 	}
 	<-notified // so that no signal is lost once the command runs
-	p, err := nsjoin.Start(l, plan, nsjoin.Options{JoinCgroup: !g.KeepCgroup}, prepare)
+	// If nspawn-enter is killed anyway (SIGKILL, which it cannot pass on),
+	// the kernel kills the command: it is never left running without it.
+	p, err := nsjoin.Start(l, plan, nsjoin.Options{JoinCgroup: !g.KeepCgroup, DieWithCaller: true}, prepare)
 	l.Close()
 	if pty != nil {
 		unix.Close(pty.Slave)
