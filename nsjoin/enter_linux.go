@@ -146,7 +146,7 @@ func Start(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (*Process,
 		return nil, err
 	}
 	p := &Process{done: make(chan waitResult, 1)}
-	go j.run(p, prepare)
+	go j.run(p, prepare, nil)
 	if err := <-j.started; err != nil {
 		return nil, err
 	}
@@ -197,25 +197,28 @@ func (j *joiner) closeHostFDs() {
 // isMainThread reports whether this thread is the process's first one.
 var isMainThread = func() bool { return unix.Gettid() == unix.Getpid() }
 
-// run is the body of the dedicated thread.
-func (j *joiner) run(p *Process, prepare Prepare) {
+// run is the body of the dedicated thread. held, when not nil, is closed
+// once the work has a locked thread that is not the main thread.
+func (j *joiner) run(p *Process, prepare Prepare, held chan<- struct{}) {
 	// Never unlocked: when this goroutine returns, the runtime ends the
 	// thread instead of reusing it with the machine's namespaces and root.
 	runtime.LockOSThread()
 	if isMainThread() {
 		// The main thread, though, is never ended: the runtime would park
 		// it for good, the process's own thread inside the machine. It is
-		// kept busy until a new goroutine, which so cannot run on it, has a
-		// thread of its own for the work; then given back untouched.
-		locked := make(chan struct{})
-		go func() {
-			runtime.LockOSThread()
-			close(locked)
-			j.work(p, prepare)
-		}()
-		<-locked
+		// held until a new goroutine, which so cannot run on it, has locked
+		// a thread of its own for the work; then given back untouched.
+		mine := make(chan struct{})
+		go j.run(p, prepare, mine)
+		<-mine
 		runtime.UnlockOSThread()
+		if held != nil {
+			close(held)
+		}
 		return
+	}
+	if held != nil {
+		close(held)
 	}
 	j.work(p, prepare)
 }
