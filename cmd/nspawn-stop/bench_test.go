@@ -87,7 +87,7 @@ func BenchmarkIdleWait(b *testing.B) {
 		}
 		ru := stop.ProcessState.SysUsage().(*syscall.Rusage)
 		cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		rss = max(rss, ru.Maxrss)
+		rss = max(rss, int64(ru.Maxrss))
 		runs++
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(runs), "cpu-ms/op")

@@ -135,7 +135,7 @@ func (b *bench) enterRSS() {
 		"goal ≤ 10 MiB", verdict(ours <= 10<<20))
 	self, _ := vmHWM(os.Getpid())
 	b.notes = append(b.notes, fmt.Sprintf("Peak RSS is VmHWM from /proc/PID/status, read while the tool still runs (0.5 s into `sleep 1`; 0.3 s before nspawn-stop's timeout), not ru_maxrss: for a child started by vfork (Go's ForkExec, posix_spawn) the kernel counts the parent's high-water mark into the child's ru_maxrss at exec. (wait4's ru_maxrss for the nspawn-enter run above: %s; this program's own VmHWM: %s.)",
-		mib(p.usage.Maxrss*1024), mib(self)))
+		mib(int64(p.usage.Maxrss)*1024), mib(self)))
 }
 
 // enterMachine compares, on a real machine registered with machined,

@@ -109,7 +109,7 @@ func Name(base string) string {
 func CgroupRoots() []string {
 	isType := func(p string, magic int64) bool {
 		var st unix.Statfs_t
-		return unix.Statfs(p, &st) == nil && st.Type == magic
+		return unix.Statfs(p, &st) == nil && int64(st.Type) == magic
 	}
 	switch {
 	case isType("/sys/fs/cgroup", unix.CGROUP2_SUPER_MAGIC):
