@@ -217,6 +217,7 @@ func run(g grammar, keep nsjoin.Set, command []string, sigs chan os.Signal, noti
 			if pty, err = m.OpenPTY(); err != nil {
 				return nil, err
 			}
+			copyWindowSize(pty)
 			c.Stdio, c.Setsid, c.Ctty = []int{pty.Slave, pty.Slave, pty.Slave}, true, true
 		}
 		return c, nil

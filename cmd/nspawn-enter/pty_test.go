@@ -241,7 +241,12 @@ read -r pid comm state ppid pgrp sid ttynr rest </proc/self/stat; echo "$sid $tt
 				tm := newTerminal(t, 40, 120)
 				s := tm.start(t, enter, enterArgs(tg.PID, nil, "/bin/sh", "-c",
 					`stty size; while read -r x; do stty size; done; echo bye`)...)
-				tm.waitFor(t, "40 120\r\n")
+				// The size is the caller's from the start: the command may
+				// ask at once.
+				tm.waitFor(t, "\r\n")
+				if first := tm.output(); !strings.HasPrefix(first, "40 120\r\n") {
+					t.Fatalf("the first stty size said %q, want the caller's 40 120", first)
+				}
 				tm.setSize(t, 50, 100)
 				// The kernel sends SIGWINCH to the terminal's foreground
 				// group; send it too, as a terminal emulator would.
@@ -290,7 +295,9 @@ read -r pid comm state ppid pgrp sid ttynr rest </proc/self/stat; echo "$sid $tt
 			t.Run("Ctrl-C trapped", func(t *testing.T) {
 				tm := newTerminal(t, 40, 120)
 				initial := tm.termios(t)
-				s := tm.start(t, enter, enterArgs(tg.PID, nil, "/bin/sh", "-c", `trap "echo caught" INT; echo ready; cat; echo after; exit 5`)...)
+				// "ready" comes from the process that becomes cat, so that
+				// ^C cannot reach the shell alone, before cat runs.
+				s := tm.start(t, enter, enterArgs(tg.PID, nil, "/bin/sh", "-c", `trap "echo caught" INT; /bin/sh -c 'echo ready; exec cat'; echo after; exit 5`)...)
 				tm.waitFor(t, "ready\r\n")
 				tm.typeIn(t, "\x03")
 				if status := s.wait(t); status != "exit 5" {

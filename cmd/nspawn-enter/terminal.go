@@ -40,8 +40,9 @@ const (
 // included, reaches the command, and starts relaying both ways.
 func startSession(pty *nsjoin.PTY) (*session, error) {
 	s := &session{pty: pty, winch: make(chan os.Signal, 1), outDone: make(chan struct{})}
-	s.resize()
+	// Notified first, then resized: no change of size falls between.
 	signal.Notify(s.winch, unix.SIGWINCH)
+	s.resize()
 	go func() {
 		for range s.winch {
 			s.resize()
@@ -116,10 +117,15 @@ func (s *session) output() {
 }
 
 // resize gives the pty the window size of the caller's terminal.
-func (s *session) resize() {
+func (s *session) resize() { copyWindowSize(s.pty) }
+
+// copyWindowSize gives pty the window size of the caller's terminal. It is
+// first called before the command starts, which may ask for the size at
+// once.
+func copyWindowSize(pty *nsjoin.PTY) {
 	for _, fd := range []int{0, 1, 2} {
 		if ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); err == nil {
-			unix.IoctlSetWinsize(int(s.pty.Master.Fd()), unix.TIOCSWINSZ, ws)
+			unix.IoctlSetWinsize(int(pty.Master.Fd()), unix.TIOCSWINSZ, ws)
 			return
 		}
 	}
