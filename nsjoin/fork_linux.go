@@ -2,9 +2,16 @@ package nsjoin
 
 // The fork child. setns(2) into a user or time namespace fails in any
 // multithreaded process, and a Go process is always multithreaded. So the
-// last joins happen in a real fork: clone3 without CLONE_VM gives a
-// single-threaded child with its own mm and fs_struct, which then joins,
-// sets its credentials and calls execve.
+// last joins happen in a child of clone3, single-threaded, with its own
+// fs_struct, which then joins, sets its credentials and calls execve.
+//
+// The child shares this process's memory and runs on the forking thread's
+// stack, that thread suspended until execve (CLONE_VM|CLONE_VFORK, as
+// os/exec does): no page tables to copy, no copy-on-write faults. A time
+// namespace is joined only by a process that shares its memory with no
+// other (setns fails with EUSERS), so with one to join, and on
+// architectures without rawVfork, the child is a real fork with its own
+// copy of the memory.
 //
 // Rules for childMain, the code that runs between clone3 and execve (those of
 // syscall.forkAndExecInChild1):
@@ -13,7 +20,8 @@ package nsjoin
 //   - no allocation, no locks, no calls but raw system calls;
 //   - every failing step writes {step, errno} to the error pipe and exits 127.
 //
-// This file is the only one in the project that uses unsafe or go:linkname.
+// This file and vfork_linux_amd64.go (with vfork_amd64.s) are the only ones
+// in the project that use unsafe, go:linkname or assembly.
 
 import (
 	"errors"
@@ -251,9 +259,16 @@ func forkExec(s *forkSpec, cgroupFD int) (pid, pidfd int, err error) {
 	// Taken only now: from here to the clone the stack cannot move (the
 	// runtime forbids stack growth), so the address stays right.
 	args.pidfd = uint64(uintptr(unsafe.Pointer(&fd)))
-	r1, _, e := syscall.RawSyscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args), 0)
-	if e == 0 && r1 == 0 {
-		childMain(s)
+	var r1 uintptr
+	var e syscall.Errno
+	if haveVfork && s.setns.flags&unix.CLONE_NEWTIME == 0 {
+		args.flags |= unix.CLONE_VM | unix.CLONE_VFORK
+		r1, e = vforkExec(&args, s)
+	} else {
+		r1, _, e = syscall.RawSyscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args), 0)
+		if e == 0 && r1 == 0 {
+			childMain(s)
+		}
 	}
 	runtimeAfterFork()
 	syscall.ForkLock.Unlock()
