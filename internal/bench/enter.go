@@ -49,10 +49,12 @@ func (b *bench) enterTargets() {
 	refU := command("nsenter -t U -a /bin/true (user ns)", b.nsenter, "-t", u, "-a", "/bin/true")
 	hostTrue := command("/bin/true on the host", "/bin/true")
 	b.emptyGoRun = command("empty static Go program", b.emptyGo)
-	help := command("nspawn-enter --help", b.enter, "--help")
+	// A PID that is never in use: everything up to the pinning, which fails.
+	noPID := []string{b.enter, "--pid", "999999999", "--", "/bin/true"}
+	noSuch := &contender{name: "nspawn-enter --pid (no such process) -- /bin/true", run: func() (proc, error) { return runWant(noPID, 125) }}
 	keepArgs := append(append([]string{b.enter, "--pid", u}, noAll()...), "--", "/bin/true")
 	keepAll := command("nspawn-enter --pid U --no-(all 8) -- /bin/true", keepArgs...)
-	cs := []*contender{oursP, refP, oursU, refU, hostTrue, b.emptyGoRun, help, keepAll}
+	cs := []*contender{oursP, refP, oursU, refU, hostTrue, b.emptyGoRun, noSuch, keepAll}
 	if err := alternate(b.cfg.runs, warmup, cs); err != nil {
 		b.emptyGoRun = nil
 		b.fail(secEnter, "enter: nspawn-enter vs nsenter -a", err)
@@ -73,7 +75,7 @@ func (b *bench) enterTargets() {
 	b.breakdown = []breakdownLine{
 		{hostTrue, "fork, exec and exit of a small C program: the floor for any tool"},
 		{b.emptyGoRun, "the Go runtime's start and exit (static binary, no code)"},
-		{help, "nspawn-enter's package initialisation, kong, printing the help"},
+		{noSuch, "nspawn-enter's package initialisation, reading the command line, starting to take signals, the failed lookup of the process and the error message"},
 		{keepAll, "pinning the leader (/proc, pidfd), the namespace plan, host descriptors, the fork child, exec of /bin/true, wait — with nothing to join"},
 		{oursU, "joining the 8 namespaces (setns on the thread; user and time in the fork child, with setgroups/setuid), chroot"},
 	}
