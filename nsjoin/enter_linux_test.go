@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -216,7 +215,7 @@ func TestLeaderGoneBetweenJoins(t *testing.T) {
 	for _, spec := range []nstest.Spec{{Name: "between", User: true, Time: true}, {Name: "between-plain"}} {
 		t.Run(spec.Name, func(t *testing.T) {
 			_, l, plan := startTarget(t, spec)
-			before := childrenOf(t, os.Getpid())
+			before := testenv.ChildrenOf(t, os.Getpid())
 			_, err := Start(l, plan, Options{}, func(*Machine) (*Command, error) {
 				if err := unix.PidfdSendSignal(l.PidFD(), unix.SIGKILL, nil, 0); err != nil {
 					return nil, err
@@ -247,24 +246,8 @@ func TestForkRefused(t *testing.T) {
 		testenv.Unavailable(t, "needs the cgroup v1 pids hierarchy at %s: %v", pids, err)
 	}
 	cg := filepath.Join(pids, fmt.Sprintf("nspawntest-refused-%d", os.Getpid()))
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// The joining thread ends after Start returns; its group empties then.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			err := os.Remove(cg)
-			if err == nil {
-				return
-			}
-			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
-				t.Errorf("remove %s: %v", cg, err)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
+	// The joining thread ends after Start returns; its group empties then.
+	testenv.MakeCgroup(t, cg)
 	if err := os.WriteFile(filepath.Join(cg, "pids.max"), []byte("1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +256,7 @@ func TestForkRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tasks.Close()
-	before := childrenOf(t, os.Getpid())
+	before := testenv.ChildrenOf(t, os.Getpid())
 	_, err = Start(l, plan, Options{}, func(*Machine) (*Command, error) {
 		// "0" is the writing thread itself.
 		if _, err := unix.Write(int(tasks.Fd()), []byte("0")); err != nil {
@@ -291,33 +274,11 @@ func TestForkRefused(t *testing.T) {
 	}
 }
 
-// childrenOf returns the children of every thread of pid.
-func childrenOf(t *testing.T, pid int) []int {
-	t.Helper()
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kids []int
-	for _, task := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
-		if err != nil {
-			continue // the thread is gone
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if k, err := strconv.Atoi(f); err == nil {
-				kids = append(kids, k)
-			}
-		}
-	}
-	return kids
-}
-
 // checkNoNewChildren fails the test if this process has a child that was
 // not in before.
 func checkNoNewChildren(t *testing.T, before []int) {
 	t.Helper()
-	for _, k := range childrenOf(t, os.Getpid()) {
+	for _, k := range testenv.ChildrenOf(t, os.Getpid()) {
 		if !slices.Contains(before, k) {
 			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", k))
 			t.Errorf("process %d (%s) left behind", k, strings.TrimSpace(string(comm)))

@@ -96,14 +96,7 @@ func TestProcessLimit(t *testing.T) {
 	enter := testenv.Binary(t, "nspawn-enter")
 	tg := nstest.Start(t, nstest.Spec{Name: "pids", User: true})
 	cg := filepath.Join(pids, fmt.Sprintf("nspawntest-pids-%d", os.Getpid()))
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.Remove(cg); err != nil {
-			t.Errorf("remove %s: %v", cg, err)
-		}
-	})
+	testenv.MakeCgroup(t, cg)
 	worked := false
 	for n := 1; n <= 16; n++ {
 		if err := os.WriteFile(filepath.Join(cg, "pids.max"), []byte(strconv.Itoa(n)), 0o644); err != nil {

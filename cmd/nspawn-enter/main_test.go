@@ -145,30 +145,7 @@ func children(t testing.TB) []int {
 }
 
 // childrenOf returns the children of every thread of pid.
-func childrenOf(t testing.TB, pid int) []int {
-	t.Helper()
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		t.Fatal(err)
-	}
-	var kids []int
-	for _, task := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
-		if err != nil {
-			continue // the task is gone
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if k, err := strconv.Atoi(f); err == nil {
-				kids = append(kids, k)
-			}
-		}
-	}
-	slices.Sort(kids)
-	return kids
-}
+func childrenOf(t testing.TB, pid int) []int { return testenv.ChildrenOf(t, pid) }
 
 // checkNoStrays fails the test if a run left a process behind: a child of
 // ours not in before (orphans come to us, the subreaper), or a child of a

@@ -494,25 +494,8 @@ func machineCgroups(t *testing.T) (v2, v1 string) {
 		if dir == "" {
 			continue
 		}
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			// The processes in it are being reaped: retry for a while.
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				err := syscall.Rmdir(dir)
-				if err == nil || err == syscall.ENOENT {
-					return
-				}
-				if err != syscall.EBUSY || time.Now().After(deadline) {
-					procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-					t.Errorf("remove cgroup %s: %v (processes: %q)", dir, err, procs)
-					return
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		})
+		// The processes in it are being reaped when the test ends.
+		testenv.MakeCgroup(t, dir)
 	}
 	return v2, v1
 }
