@@ -204,10 +204,20 @@ func ReadState(name string, opt *Options) (*State, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
+	st, err := readState(name, opt)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, &NotRunningError{Name: name, Reason: "machined has no record of it", Running: running(opt)}
+	}
+	return st, err
+}
+
+// readState reads the state file of the valid name; a missing file gives
+// an error matching os.ErrNotExist.
+func readState(name string, opt *Options) (*State, error) {
 	path := filepath.Join(opt.stateDir(), name)
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, &NotRunningError{Name: name, Reason: "machined has no record of it", Running: running(opt)}
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state of machine %q: %w", name, err)
@@ -316,34 +326,49 @@ func (l *Leader) waitExec(limit time.Duration) error {
 	}
 }
 
-// running lists the names of the machines machined has state files for,
-// sorted. An unreadable directory gives an empty list.
+// running lists the names of the running machines (see Machines), for
+// the hint of a NotRunningError.
 func running(opt *Options) []string {
+	var names []string
+	for _, st := range Machines(opt) {
+		names = append(names, st.Name)
+	}
+	return names
+}
+
+// Machines returns the state of each running machine, sorted by name: each
+// one machined has a state file for whose leader runs and is the process
+// the record names. Stale records (a machine that ended while machined was
+// down), unreadable and malformed files are left out.
+func Machines(opt *Options) []*State {
 	ents, err := os.ReadDir(opt.stateDir())
 	if err != nil {
 		return nil
 	}
-	var names []string
+	var out []*State
 	for _, e := range ents {
-		if e.Type().IsRegular() && ValidateName(e.Name()) == nil {
-			names = append(names, e.Name())
+		if !e.Type().IsRegular() || ValidateName(e.Name()) != nil {
+			continue
 		}
+		st, err := readState(e.Name(), opt)
+		if err != nil || !current(st) {
+			continue
+		}
+		if st.Name == "" {
+			st.Name = e.Name()
+		}
+		out = append(out, st)
 	}
-	sort.Strings(names)
-	return names
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
-// Machines returns the state of each machine machined has a state file
-// for, sorted by name; unreadable or malformed files are left out.
-func Machines(opt *Options) []*State {
-	var out []*State
-	for _, name := range running(opt) {
-		if st, err := ReadState(name, opt); err == nil {
-			if st.Name == "" {
-				st.Name = name
-			}
-			out = append(out, st)
-		}
+// current reports whether the leader st names runs and is that process.
+func current(st *State) bool {
+	l, err := Open(st.Leader)
+	if err != nil {
+		return false
 	}
-	return out
+	defer l.Close()
+	return l.mismatch(st, 0) == ""
 }

@@ -154,9 +154,21 @@ func TestFindStale(t *testing.T) {
 	if _, err := Find("reused", opts(dir)); !errors.As(err, &nr) || !strings.Contains(nr.Reason, "another process") {
 		t.Errorf("reused pid: %v", err)
 	}
-	// Unknown machine: the running ones are listed.
-	if _, err := Find("nosuch", opts(dir)); !errors.As(err, &nr) || strings.Join(nr.Running, ",") != "gone,reused" {
-		t.Errorf("unknown machine: %v (running %v)", err, nr)
+	// Unknown machine: the running ones are listed, not the stale records.
+	alive := startProcess(t)
+	writeState(t, dir, "alive", alive.Process.Pid, "")
+	if _, err := Find("nosuch", opts(dir)); !errors.As(err, &nr) || strings.Join(nr.Running, ",") != "alive" {
+		t.Errorf("unknown machine: %v (running %v), want alive alone listed", err, nr)
+	}
+	if _, err := Find("gone", opts(dir)); !errors.As(err, &nr) || strings.Join(nr.Running, ",") != "alive" {
+		t.Errorf("stale machine: %v (running %v), want alive alone listed", err, nr)
+	}
+	var names []string
+	for _, st := range Machines(opts(dir)) {
+		names = append(names, st.Name)
+	}
+	if strings.Join(names, ",") != "alive" {
+		t.Errorf("Machines lists %v, want alive alone", names)
 	}
 }
 

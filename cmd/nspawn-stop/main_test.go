@@ -3,6 +3,7 @@ package main_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,8 +43,7 @@ func run(t testing.TB, args ...string) (int, string, string) {
 	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
 }
 
-// stateDir holds machined-like state files: "other" names a leader that
-// has exited.
+// stateDir holds machined-like state files.
 func stateDir(t testing.TB, machines map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -58,7 +58,11 @@ func stateDir(t testing.TB, machines map[string]string) string {
 // TestCommandLine: usage errors exit 2 with one error line and a hint;
 // a machine that is not running is no error (exit 0).
 func TestCommandLine(t *testing.T) {
-	dir := stateDir(t, map[string]string{"other": "# This is private data. Do not parse.\nNAME=other\nLEADER=999999\nCLASS=container\n"})
+	// "other" is a stale record; "live" names this test process, which runs.
+	dir := stateDir(t, map[string]string{
+		"other": "# This is private data. Do not parse.\nNAME=other\nLEADER=999999\nCLASS=container\n",
+		"live":  fmt.Sprintf("# This is private data. Do not parse.\nNAME=live\nLEADER=%d\nCLASS=container\n", os.Getpid()),
+	})
 	for _, tc := range []struct {
 		args   []string
 		code   int
@@ -101,7 +105,7 @@ func TestCommandLine(t *testing.T) {
 
 		// Not running: nothing to stop, exit 0 (ExecStop= may run after the
 		// machine has exited by itself). Good flags parse.
-		{[]string{"--state-dir", dir, "nosuch"}, 0, `^nspawn-stop: machine "nosuch" is not running \(machined has no record of it\): nothing to stop; running: other\n$`, `^$`},
+		{[]string{"--state-dir", dir, "nosuch"}, 0, `^nspawn-stop: machine "nosuch" is not running \(machined has no record of it\): nothing to stop; running: live\n$`, `^$`},
 		{[]string{"--state-dir", dir, "other"}, 0, `its leader, pid 999999, has exited; the record is stale\): nothing to stop`, `^$`},
 		{[]string{"--pid", "999999"}, 0, `^nspawn-stop: pid 999999: no such process: nothing to stop\n$`, `^$`},
 		{[]string{"--state-dir", dir, "--signal", "pwr", "--timeout", "90s", "--kill-after", "10s", "nosuch"}, 0, `nothing to stop`, ``},
