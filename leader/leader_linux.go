@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -359,8 +358,7 @@ func Machines(opt *Options) []*State {
 		}
 		out = append(out, st)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return out // os.ReadDir sorts by file name
 }
 
 // current reports whether the leader st names runs and is that process.

@@ -114,9 +114,7 @@ type forkSpec struct {
 	argv     []*byte // NULL-terminated
 	envv     []*byte // NULL-terminated
 	errPipe  uintptr
-	errbuf   [2]uint32   // {step, errno}, written in the child's own copy
-	pollfd   unix.PollFd // the child's own copy too
-	noWait   unix.Timespec
+	errbuf   [2]uint32 // {step, errno}, written in the child's own copy
 }
 
 // cloneArgs is the kernel's struct clone_args (CLONE_ARGS_SIZE_VER2, 88 bytes).
@@ -137,6 +135,9 @@ func childMain(s *forkSpec) {
 		st step
 		i  int
 		p  uintptr
+		// A poll of the error pipe that does not wait.
+		pollfd unix.PollFd
+		noWait unix.Timespec
 	)
 	// While still host root: move into the machine's name=systemd group.
 	if s.v1Procs >= 0 {
@@ -211,11 +212,11 @@ func childMain(s *forkSpec) {
 		// A parent that died before the prctl sent no signal: its end of
 		// the pipe is closed then.
 		syscall.RawSyscall(unix.SYS_CLOSE, s.pipeRead, 0, 0)
-		s.pollfd = unix.PollFd{Fd: int32(s.errPipe), Events: unix.POLLOUT}
-		if _, _, e = syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&s.pollfd)), 1, uintptr(unsafe.Pointer(&s.noWait)), 0, 0, 0); e != 0 {
+		pollfd.Fd, pollfd.Events = int32(s.errPipe), unix.POLLOUT
+		if _, _, e = syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pollfd)), 1, uintptr(unsafe.Pointer(&noWait)), 0, 0, 0); e != 0 {
 			goto fail
 		}
-		if s.pollfd.Revents&unix.POLLERR != 0 {
+		if pollfd.Revents&unix.POLLERR != 0 {
 			for {
 				syscall.RawSyscall(unix.SYS_EXIT_GROUP, 127, 0, 0)
 			}

@@ -42,10 +42,10 @@ func startSession(pty *nsjoin.PTY) (*session, error) {
 	s := &session{pty: pty, winch: make(chan os.Signal, 1), outDone: make(chan struct{})}
 	// Notified first, then resized: no change of size falls between.
 	signal.Notify(s.winch, unix.SIGWINCH)
-	s.resize()
+	copyWindowSize(s.pty)
 	go func() {
 		for range s.winch {
-			s.resize()
+			copyWindowSize(s.pty)
 		}
 	}()
 	if t, err := unix.IoctlGetTermios(0, unix.TCGETS); err == nil {
@@ -115,9 +115,6 @@ func (s *session) output() {
 		}
 	}
 }
-
-// resize gives the pty the window size of the caller's terminal.
-func (s *session) resize() { copyWindowSize(s.pty) }
 
 // copyWindowSize gives pty the window size of the caller's terminal. It is
 // first called before the command starts, which may ask for the size at
