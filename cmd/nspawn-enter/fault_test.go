@@ -170,7 +170,7 @@ func TestCommandDiesWithEnter(t *testing.T) {
 			cmd := exec.Command(enter, args...)
 			before := children(t)
 			testenv.StartReady(t, cmd)
-			kids := childrenOf(t, cmd.Process.Pid)
+			kids := testenv.ChildrenOf(t, cmd.Process.Pid)
 			if len(kids) != 1 {
 				t.Fatalf("nspawn-enter has children %v, want its command alone", kids)
 			}

@@ -141,11 +141,8 @@ func tools(t testing.TB) []tool {
 // children returns the PIDs of our children.
 func children(t testing.TB) []int {
 	t.Helper()
-	return childrenOf(t, os.Getpid())
+	return testenv.ChildrenOf(t, os.Getpid())
 }
-
-// childrenOf returns the children of every thread of pid.
-func childrenOf(t testing.TB, pid int) []int { return testenv.ChildrenOf(t, pid) }
 
 // checkNoStrays fails the test if a run left a process behind: a child of
 // ours not in before (orphans come to us, the subreaper), or a child of a
@@ -165,20 +162,10 @@ func checkNoStrays(t testing.TB, before []int, targets ...*nstest.Target) {
 		_, _ = syscall.Wait4(pid, &ws, 0, nil)
 	}
 	for _, tg := range targets {
-		if kids := childrenOf(t, tg.PID); len(kids) > 0 {
+		if kids := testenv.ChildrenOf(t, tg.PID); len(kids) > 0 {
 			t.Errorf("target %s: PID 1 (pid %d) has children %v left behind", tg.Name, tg.PID, kids)
 		}
 	}
-}
-
-// descendants returns pid's descendants, depth first.
-func descendants(t testing.TB, pid int) []int {
-	var all []int
-	for _, k := range childrenOf(t, pid) {
-		all = append(all, k)
-		all = append(all, descendants(t, k)...)
-	}
-	return all
 }
 
 // observed is a command seen from the host while it runs.
@@ -241,7 +228,7 @@ func observe(t testing.TB, argv []string) observed {
 		t.Fatalf("%s: not ready within %v", cmd, runTimeout)
 	}
 
-	for _, pid := range descendants(t, cmd.Process.Pid) {
+	for _, pid := range testenv.Descendants(t, cmd.Process.Pid) {
 		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 		if err != nil || string(comm) != "sh\n" {
 			continue

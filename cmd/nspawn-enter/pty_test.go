@@ -120,6 +120,14 @@ func (tm *terminal) termios(t *testing.T) unix.Termios {
 	return *tio
 }
 
+// checkRestored fails the test if the terminal's modes are not initial.
+func (tm *terminal) checkRestored(t *testing.T, initial unix.Termios) {
+	t.Helper()
+	if after := tm.termios(t); after != initial {
+		t.Errorf("the caller's terminal was not restored:\n before %+v\n  after %+v", initial, after)
+	}
+}
+
 // queued returns how many bytes of input wait to be read on the terminal:
 // what a program that reads the terminal (the user's shell) would get.
 func (tm *terminal) queued(t *testing.T) int {
@@ -285,9 +293,7 @@ read -r pid comm state ppid pgrp sid ttynr rest </proc/self/stat; echo "$sid $tt
 					t.Errorf("want nspawn-enter to end like cat, by SIGINT; got %s\n%q", status, tm.output())
 				}
 				checkNoStrays(t, before, tg)
-				if after := tm.termios(t); after != initial {
-					t.Errorf("the caller's terminal was not restored:\n before %+v\n  after %+v", initial, after)
-				}
+				tm.checkRestored(t, initial)
 			})
 
 			// The command's shell traps SIGINT: ^C interrupts cat, and
@@ -307,9 +313,7 @@ read -r pid comm state ppid pgrp sid ttynr rest </proc/self/stat; echo "$sid $tt
 				if !strings.Contains(tm.output(), "caught\r\n") {
 					t.Errorf("the shell did not catch SIGINT:\n%q", tm.output())
 				}
-				if after := tm.termios(t); after != initial {
-					t.Errorf("the caller's terminal was not restored:\n before %+v\n  after %+v", initial, after)
-				}
+				tm.checkRestored(t, initial)
 			})
 
 			// The terminal is restored when the command is killed, and when
@@ -338,9 +342,7 @@ read -r pid comm state ppid pgrp sid ttynr rest </proc/self/stat; echo "$sid $tt
 						t.Errorf("want %s, got %s\n%q", c.want, status, tm.output())
 					}
 					checkNoStrays(t, before, tg)
-					if after := tm.termios(t); after != initial {
-						t.Errorf("the caller's terminal was not restored:\n before %+v\n  after %+v", initial, after)
-					}
+					tm.checkRestored(t, initial)
 				})
 			}
 
@@ -400,9 +402,7 @@ read -r pid comm state ppid pgrp sid ttynr rest </proc/self/stat; echo "$sid $tt
 				}
 				checkNoStrays(t, before, tg)
 				tm.waitFor(t, "shell=-sh tty=/dev/pts/")
-				if after := tm.termios(t); after != initial {
-					t.Errorf("the caller's terminal was not restored:\n before %+v\n  after %+v", initial, after)
-				}
+				tm.checkRestored(t, initial)
 			})
 
 			// --pty without a terminal: the command still gets one.
@@ -440,7 +440,7 @@ func TestPTYEnds(t *testing.T) {
 		// Hold the terminal until the command has exited (nspawn-enter
 		// has reaped it), and a while longer.
 		deadline := time.Now().Add(runTimeout)
-		for len(descendants(t, s.cmd.Process.Pid)) > 0 {
+		for len(testenv.Descendants(t, s.cmd.Process.Pid)) > 0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("the command did not exit within %v", runTimeout)
 			}

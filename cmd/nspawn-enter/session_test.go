@@ -598,7 +598,7 @@ func (r *running) wait(t *testing.T) result {
 func commandPID(t *testing.T, pid int) string {
 	t.Helper()
 	var found []int
-	for _, d := range descendants(t, pid) {
+	for _, d := range testenv.Descendants(t, pid) {
 		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", d)); err == nil && string(comm) == "sh\n" {
 			found = append(found, d)
 		}
@@ -630,14 +630,21 @@ func TestSessionCgroup(t *testing.T) {
 				t.Fatalf("the leader is in %q and %q, not in %s and %s", lv2, lv1, v2, v1)
 			}
 			sv2, sv1 := cgroupLines(t, "self")
+			// runShow runs show with flags, and looks at the command's
+			// cgroups from the host while it waits.
+			runShow := func(t *testing.T, flags []string) (cv2, cv1 string, r *running, res result) {
+				t.Helper()
+				before := children(t)
+				r = startRunning(t, enter, enterArgs(tg.PID, flags, "/bin/sh", "-c", show)...)
+				cv2, cv1 = cgroupLines(t, commandPID(t, r.cmd.Process.Pid))
+				r.stdin.Close()
+				res = r.wait(t)
+				checkNoStrays(t, before, tg)
+				return cv2, cv1, r, res
+			}
 
 			t.Run("join", func(t *testing.T) {
-				before := children(t)
-				r := startRunning(t, enter, enterArgs(tg.PID, nil, "/bin/sh", "-c", show)...)
-				cv2, cv1 := cgroupLines(t, commandPID(t, r.cmd.Process.Pid))
-				r.stdin.Close()
-				res := r.wait(t)
-				checkNoStrays(t, before, tg)
+				cv2, cv1, r, res := runShow(t, nil)
 				if res.status() != "exit 0" || res.stderr != "" {
 					t.Errorf("want exit 0 and no warning\n%v", res)
 				}
@@ -657,12 +664,7 @@ func TestSessionCgroup(t *testing.T) {
 			})
 
 			t.Run("--keep-cgroup", func(t *testing.T) {
-				before := children(t)
-				r := startRunning(t, enter, enterArgs(tg.PID, []string{"--keep-cgroup"}, "/bin/sh", "-c", show)...)
-				cv2, cv1 := cgroupLines(t, commandPID(t, r.cmd.Process.Pid))
-				r.stdin.Close()
-				res := r.wait(t)
-				checkNoStrays(t, before, tg)
+				cv2, cv1, _, res := runShow(t, []string{"--keep-cgroup"})
 				if res.status() != "exit 0" || res.stderr != "" {
 					t.Errorf("want exit 0\n%v", res)
 				}

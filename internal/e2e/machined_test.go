@@ -55,7 +55,7 @@ func stopMachined(t *testing.T) {
 	if err := machinetest.StopMachined(t.Logf); err != nil {
 		t.Fatal(err)
 	}
-	if machinedOnBus() {
+	if machinetest.MachinedAnswers() {
 		t.Fatal("systemd-machined still answers on the bus after it was stopped")
 	}
 }
@@ -66,14 +66,9 @@ func startMachined(t *testing.T) {
 	if err := machinetest.EnsureMachined(t.Logf); err != nil {
 		t.Fatal(err)
 	}
-	if !machinedOnBus() {
+	if !machinetest.MachinedAnswers() {
 		t.Fatal("systemd-machined does not answer on the bus after it was started")
 	}
-}
-
-// machinedOnBus reports whether org.freedesktop.machine1 has an owner.
-func machinedOnBus() bool {
-	return exec.Command("busctl", "--system", "status", "org.freedesktop.machine1").Run() == nil
 }
 
 // varlinkAnswers reports whether something accepts connections on
@@ -203,7 +198,7 @@ func TestMachinedRestartedDuringSession(t *testing.T) {
 	// Everything the session runs, pinned, so a reused PID cannot pass
 	// for it later.
 	var session []*leader.Leader
-	for _, pid := range descendants(cmd.Process.Pid) {
+	for _, pid := range testenv.Descendants(t, cmd.Process.Pid) {
 		l, err := leader.Open(pid)
 		if errors.Is(err, leader.ErrNoProcess) {
 			continue // already gone
@@ -257,46 +252,6 @@ func TestMachinedRestartedDuringSession(t *testing.T) {
 	}
 
 	want(t, enter(t, m.Name, "--", "/bin/true"), 0)
-}
-
-// descendants lists the host PIDs of every descendant of pid.
-func descendants(pid int) []int {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if pp, err := parentPID(p); err == nil {
-			children[pp] = append(children[pp], p)
-		}
-	}
-	var out []int
-	for queue := []int{pid}; len(queue) > 0; queue = queue[1:] {
-		for _, c := range children[queue[0]] {
-			out = append(out, c)
-			queue = append(queue, c)
-		}
-	}
-	return out
-}
-
-// parentPID is the PPID of pid, from /proc/PID/stat.
-func parentPID(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: bad format", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("/proc/%d/stat: bad format", pid)
-	}
-	return strconv.Atoi(f[1])
 }
 
 // pidsInNamespace lists, sorted, the host PIDs of the processes in the PID

@@ -77,9 +77,9 @@ func busAnswers() bool {
 	return true
 }
 
-// machinedAnswers reports whether org.freedesktop.machine1 has an owner on
+// MachinedAnswers reports whether org.freedesktop.machine1 has an owner on
 // the system bus (busctl status does not activate the name).
-func machinedAnswers() bool {
+func MachinedAnswers() bool {
 	cmd := exec.Command("busctl", "--system", "status", "org.freedesktop.machine1")
 	return cmd.Run() == nil
 }
@@ -146,13 +146,13 @@ func EnsureMachined(logf Logf) error {
 		}
 		logf.printf("machinetest: started dbus-daemon, pid %d (%v)", d.cmd.Process.Pid, time.Since(t0).Round(time.Millisecond))
 	}
-	if !machinedAnswers() {
+	if !MachinedAnswers() {
 		t0 := time.Now()
 		d, err := startDaemon("systemd-machined", machinedPath)
 		if err != nil {
 			return err
 		}
-		if err := waitDaemon(d, 10*time.Second, machinedAnswers); err != nil {
+		if err := waitDaemon(d, 10*time.Second, MachinedAnswers); err != nil {
 			return err
 		}
 		logf.printf("machinetest: started systemd-machined, pid %d (%v)", d.cmd.Process.Pid, time.Since(t0).Round(time.Millisecond))

@@ -56,7 +56,7 @@ func takeUsers(limit time.Duration) error {
 		unix.Flock(daemons.usersFD, unix.LOCK_UN)
 		err := unix.Flock(daemons.usersFD, unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			if ownMachined() != nil || !machinedAnswers() {
+			if ownMachined() != nil || !MachinedAnswers() {
 				taken = true
 				return nil
 			}

@@ -40,6 +40,17 @@ func ChildrenOf(t testing.TB, pid int) []int {
 	return kids
 }
 
+// Descendants returns the descendants of pid, depth first.
+func Descendants(t testing.TB, pid int) []int {
+	t.Helper()
+	var all []int
+	for _, k := range ChildrenOf(t, pid) {
+		all = append(all, k)
+		all = append(all, Descendants(t, k)...)
+	}
+	return all
+}
+
 // MakeCgroup creates the cgroup directory dir and removes it when the test
 // ends, retrying for up to 10 s while the processes or threads in it end.
 func MakeCgroup(t testing.TB, dir string) {
