@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -28,6 +29,20 @@ func parseArgs(args []string) (grammar, nsjoin.Set) {
 	keep := keepOptions()
 	cli.ParseDoc(doc, &g, args, kong.Embed(keep.Interface()))
 	return g, keepSet(keep)
+}
+
+// keepOptions builds a struct type with one bool field per namespace kind,
+// tagged for kong as --no-<option>.
+func keepOptions() reflect.Value {
+	fields := make([]reflect.StructField, len(nsjoin.Namespaces))
+	for i, ns := range nsjoin.Namespaces {
+		fields[i] = reflect.StructField{
+			Name: "No" + strings.ToUpper(ns.Option[:1]) + ns.Option[1:],
+			Type: reflect.TypeOf(false),
+			Tag:  reflect.StructTag(fmt.Sprintf(`name:"no-%s" help:%q`, ns.Option, ns.Help)),
+		}
+	}
+	return reflect.New(reflect.StructOf(fields))
 }
 
 // keepSet returns the namespaces whose --no-<option> is set in v, a

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path"
-	"reflect"
 	"strings"
 
 	"github.com/nspawn-tools/nspawn-tools/internal/cli"
@@ -88,20 +87,6 @@ type grammar struct {
 	PTY        bool `name:"pty" xor:"pty" help:"Give the command a terminal of the machine's own even when stdin or stdout is not a terminal."`
 	NoPTY      bool `name:"no-pty" xor:"pty" help:"Keep the caller's descriptors even on a terminal (the command then shares the caller's terminal)."`
 	KeepCgroup bool `name:"keep-cgroup" help:"Keep the command in the caller's cgroup instead of the leader's (it then outlives the machine's unit)."`
-}
-
-// keepOptions builds a struct type with one bool field per namespace kind,
-// tagged for kong as --no-<option>.
-func keepOptions() reflect.Value {
-	fields := make([]reflect.StructField, len(nsjoin.Namespaces))
-	for i, ns := range nsjoin.Namespaces {
-		fields[i] = reflect.StructField{
-			Name: "No" + strings.ToUpper(ns.Option[:1]) + ns.Option[1:],
-			Type: reflect.TypeOf(false),
-			Tag:  reflect.StructTag(fmt.Sprintf(`name:"no-%s" help:%q`, ns.Option, ns.Help)),
-		}
-	}
-	return reflect.New(reflect.StructOf(fields))
 }
 
 func main() {
