@@ -255,7 +255,8 @@ func TestMachinedRestartedDuringSession(t *testing.T) {
 }
 
 // pidsInNamespace lists, sorted, the host PIDs of the processes in the PID
-// namespace of pid, with their command names.
+// namespace of pid. (Not their names: a process of the machine may still
+// be exec'ing when the list is taken.)
 func pidsInNamespace(pid int) ([]string, error) {
 	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
 	if err != nil {
@@ -271,8 +272,7 @@ func pidsInNamespace(pid int) ([]string, error) {
 			continue
 		}
 		if other, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns/pid")); err == nil && other == ns {
-			comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-			out = append(out, e.Name()+"("+strings.TrimSpace(string(comm))+")")
+			out = append(out, e.Name())
 		}
 	}
 	sort.Strings(out)
