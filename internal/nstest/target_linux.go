@@ -230,7 +230,9 @@ func startFromLastingThread(cmd *exec.Cmd) error {
 }
 
 // findLeader sets PID to unshare's only child, the PID 1 of the new PID
-// namespace, and waits (bounded) until it has become `sleep`.
+// namespace, and waits (bounded) until it has become `sleep`: its comm
+// says so early in execve, its environment is in place only at the end
+// (a test once read an empty /proc/PID/environ in between).
 func (tg *Target) findLeader() error {
 	upid := tg.cmd.Process.Pid
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", upid, upid))
@@ -259,7 +261,9 @@ func (tg *Target) findLeader() error {
 			return err
 		}
 		if string(comm) == "sleep\n" {
-			return nil
+			if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", tg.PID)); err == nil && len(env) > 0 {
+				return nil
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("pid %d is still %q after %v, not sleep", tg.PID, bytes.TrimSpace(comm), readyTimeout)
