@@ -96,6 +96,9 @@ type Options struct {
 	// caller's process ends first, whatever ends it: set last before
 	// execve, and cleared by the kernel when the command is set-user-ID.
 	DieWithCaller bool
+	// Forward, when not nil, are signals the thread that waits for the
+	// command passes on to it, from its start to its exit.
+	Forward *Signals
 }
 
 // Process is a command started inside a machine.
@@ -132,7 +135,7 @@ func (p *Process) Wait() (unix.WaitStatus, error) {
 // user and time namespaces last. The thread is never used for anything
 // else: it ends when the command has been waited for.
 func Start(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (*Process, error) {
-	j := &joiner{l: l, plan: plan, rootFD: -1, cg: cgroups{v2Dir: -1, v1Procs: -1}, pdeath: opt.DieWithCaller, started: make(chan error, 1)}
+	j := &joiner{l: l, plan: plan, rootFD: -1, cg: cgroups{v2Dir: -1, v1Procs: -1}, pdeath: opt.DieWithCaller, fwd: opt.Forward, started: make(chan error, 1)}
 	if opt.JoinCgroup {
 		if j.cg, j.cgErr = openCgroups(l); j.cgErr != nil {
 			j.cgErr = fmt.Errorf("join the cgroup of %s: %w", l, j.cgErr)
@@ -162,6 +165,7 @@ type joiner struct {
 	cgErr   error
 	nofile  *unix.Rlimit
 	pdeath  bool
+	fwd     *Signals
 	started chan error
 }
 
@@ -235,6 +239,9 @@ func (j *joiner) work(p *Process, prepare Prepare) {
 	p.PID, p.pidfd, p.CgroupErr = pid, pidfd, j.cgErr
 	j.started <- nil
 	var r waitResult
+	if j.fwd != nil {
+		j.fwd.forward(pidfd)
+	}
 	for {
 		_, r.err = unix.Wait4(pid, &r.ws, 0, nil)
 		if r.err != unix.EINTR {
@@ -280,6 +287,9 @@ func (j *joiner) start(prepare Prepare) (int, int, error) {
 	}
 	if err := closeOnExec(); err != nil {
 		return 0, -1, err
+	}
+	if j.fwd != nil {
+		j.fwd.wait() // so that none is lost once the command runs
 	}
 	s.v1Procs = int32(j.cg.v1Procs)
 	pid, pidfd, err := forkExec(s, j.cg.v2Dir)

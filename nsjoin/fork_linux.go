@@ -20,8 +20,9 @@ package nsjoin
 //   - no allocation, no locks, no calls but raw system calls;
 //   - every failing step writes {step, errno} to the error pipe and exits 127.
 //
-// This file and vfork_linux_amd64.go (with vfork_amd64.s) are the only ones
-// in the project that use unsafe, go:linkname or assembly.
+// This file, vfork_linux_amd64.go (with vfork_amd64.s) and the signal
+// handler of sigcatch_linux_amd64.go (with sigcatch_amd64.s) are the only
+// files of the product that use unsafe, go:linkname or assembly.
 
 import (
 	"errors"

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"path"
 	"strings"
 
@@ -59,7 +58,9 @@ in PATH inside the machine; without it, the user's login shell starts.`,
 are passed on to the command. If nspawn-enter is killed by a signal it
 cannot pass on (SIGKILL), the kernel kills the command with SIGKILL too:
 it is never left running in the machine without nspawn-enter. A
-set-user-ID command clears this, as the kernel does for every such program.`}, {Title: "Security", Text: `nspawn-enter is a tool for root. It must never be installed setuid: it
+set-user-ID command clears this, as the kernel does for every such program.
+SIGINT or SIGHUP ignored when nspawn-enter starts (nohup, a background job
+of a script) stay ignored, and the command inherits them ignored.`}, {Title: "Security", Text: `nspawn-enter is a tool for root. It must never be installed setuid: it
 opens files of the host for the machine and joins namespaces. While it
 holds host descriptors it is not dumpable; the command gets only
 descriptors 0, 1 and 2. Files of the machine (/etc/passwd, /etc/group,
@@ -97,18 +98,14 @@ func main() {
 		msg.Error("make the process non-dumpable: %v", err)
 		os.Exit(ExitFailure)
 	}
-	// Signals to pass on to the command are taken from the start, in the
-	// background while the leader is looked up: signal.Notify starts a
-	// thread and makes a round trip to it for each signal. It must be done
-	// before the command starts: until then the runtime drops SIGUSR1 and
-	// SIGUSR2, dumps its goroutines on SIGQUIT, and dies of SIGTERM,
-	// SIGINT and SIGHUP.
-	sigs := make(chan os.Signal, 8)
-	notified := make(chan struct{})
-	go func() {
-		signal.Notify(sigs, forwarded...)
-		close(notified)
-	}()
+	// Signals to pass on to the command are caught from the start: until
+	// then the runtime drops SIGUSR1 and SIGUSR2, dumps its goroutines on
+	// SIGQUIT, and dies of SIGTERM, SIGINT and SIGHUP.
+	sigs, err := nsjoin.CatchSignals(forwarded...)
+	if err != nil {
+		msg.Error("%v", err)
+		os.Exit(ExitFailure)
+	}
 	args, command := splitCommand(os.Args[1:])
 	g, keep := parseArgs(args)
 	if g.PID != nil && *g.PID < 1 {
@@ -121,7 +118,7 @@ func main() {
 		msg.Hint("see '%s --help'", prog)
 		os.Exit(cli.ExitUsage)
 	}
-	fail(msg, run(g, keep, command, sigs, notified))
+	fail(msg, run(g, keep, command, sigs))
 }
 
 // splitCommand cuts the command line at the first "--": what follows is
@@ -136,9 +133,9 @@ func splitCommand(args []string) (opts, command []string) {
 }
 
 // forwarded are the signals passed on to the command.
-var forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+var forwarded = []unix.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
 
-func run(g grammar, keep nsjoin.Set, command []string, sigs chan os.Signal, notified chan struct{}) error {
+func run(g grammar, keep nsjoin.Set, command []string, sigs *nsjoin.Signals) error {
 	env, err := checkSetenv(g.Setenv)
 	if err != nil {
 		return err
@@ -207,10 +204,9 @@ func run(g grammar, keep nsjoin.Set, command []string, sigs chan os.Signal, noti
 		}
 		return c, nil
 	}
-	<-notified // so that no signal is lost once the command runs
 	// If nspawn-enter is killed anyway (SIGKILL, which it cannot pass on),
 	// the kernel kills the command: it is never left running without it.
-	p, err := nsjoin.Start(l, plan, nsjoin.Options{JoinCgroup: !g.KeepCgroup, DieWithCaller: true}, prepare)
+	p, err := nsjoin.Start(l, plan, nsjoin.Options{JoinCgroup: !g.KeepCgroup, DieWithCaller: true, Forward: sigs}, prepare)
 	l.Close()
 	if pty != nil {
 		unix.Close(pty.Slave)
@@ -229,11 +225,6 @@ func run(g grammar, keep nsjoin.Set, command []string, sigs chan os.Signal, noti
 			return fmt.Errorf("set up the terminal: %w", err)
 		}
 	}
-	go func() {
-		for s := range sigs {
-			p.Signal(s.(unix.Signal))
-		}
-	}()
 	ws, err := p.Wait()
 	if sess != nil {
 		sess.finish()

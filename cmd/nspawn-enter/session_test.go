@@ -723,6 +723,24 @@ func TestSessionSignals(t *testing.T) {
 					}
 				})
 			}
+			// SIGHUP and SIGINT ignored when nspawn-enter starts (nohup, a
+			// background job of sh) are not caught, and the command inherits
+			// them ignored, as from nsenter; caught ones reach it as default.
+			t.Run("ignored stay ignored", func(t *testing.T) {
+				for _, c := range []struct{ trap, want string }{{`trap "" HUP INT; `, "3"}, {"", "0"}} {
+					args := append([]string{"-c", c.trap + `exec "$@"`, "sh", enter}, enterArgs(tg.PID, []string{"--no-pty"}, "/bin/sh", "-c", "grep SigIgn /proc/self/status")...)
+					res := run(t, "", "/bin/sh", args...)
+					ign, ok := strings.CutPrefix(strings.TrimSpace(res.stdout), "SigIgn:")
+					mask, err := strconv.ParseUint(strings.TrimSpace(ign), 16, 64)
+					if res.status() != "exit 0" || !ok || err != nil {
+						t.Fatalf("%q: want the command's SigIgn\n%v", c.trap, res)
+					}
+					// Bit 0 is SIGHUP, bit 1 SIGINT.
+					if got := strconv.FormatUint(mask&3, 10); got != c.want {
+						t.Errorf("%q: the command ignores %#x of SIGHUP|SIGINT, want %s\n%v", c.trap, mask&3, c.want, res)
+					}
+				}
+			})
 			// Untrapped, the command dies of it, and so does nspawn-enter.
 			t.Run("untrapped TERM", func(t *testing.T) {
 				before := children(t)
