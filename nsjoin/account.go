@@ -41,14 +41,18 @@ func ParsePasswdLine(line string) (Account, error) {
 	return Account{Name: f[0], UID: uint32(uid), GID: uint32(gid), Home: f[5], Shell: f[6]}, nil
 }
 
-// maxAccountFile bounds how much of a machine's passwd or group file is read.
-const maxAccountFile = 16 << 20
+// maxAccountFile bounds how much of a machine's passwd or group file is
+// read, maxAccountLine a line of it.
+const (
+	maxAccountFile = 16 << 20
+	maxAccountLine = 64 << 10
+)
 
 // FindAccount returns the first account in a passwd file for which match
 // is true. Malformed lines are passed over, as the C library does.
 func FindAccount(r io.Reader, match func(Account) bool) (Account, bool, error) {
 	sc := bufio.NewScanner(io.LimitReader(r, maxAccountFile))
-	sc.Buffer(make([]byte, 4096), 64<<10)
+	sc.Buffer(make([]byte, 4096), maxAccountLine)
 	for sc.Scan() {
 		a, err := ParsePasswdLine(sc.Text())
 		if err == nil && match(a) {
@@ -93,7 +97,7 @@ var ErrBadGroupLine = errors.New("malformed group line")
 // eachGroup calls fn for each well-formed line of a group file until fn returns false.
 func eachGroup(r io.Reader, fn func(Group) bool) error {
 	sc := bufio.NewScanner(io.LimitReader(r, maxAccountFile))
-	sc.Buffer(make([]byte, 4096), 64<<10)
+	sc.Buffer(make([]byte, 4096), maxAccountLine)
 	for sc.Scan() {
 		if g, err := ParseGroupLine(sc.Text()); err == nil && !fn(g) {
 			return nil
@@ -113,38 +117,52 @@ var ErrNoUser = errors.New("no such user or group")
 
 const fallbackShell = "/bin/sh"
 
-// LookupUser resolves spec, "USER[:GROUP]" where USER and GROUP are names
-// or numbers, in the machine's /etc/passwd and /etc/group. A number with
-// no account is allowed (home "/", shell /bin/sh). Without GROUP the
-// primary group is the account's and the supplementary groups are those
-// /etc/group lists the user in; with GROUP that group is the only one.
-func (m *Machine) LookupUser(spec string) (User, error) {
-	userPart, groupPart, hasGroup := strings.Cut(spec, ":")
-	if userPart == "" || hasGroup && groupPart == "" {
-		return User{}, fmt.Errorf("%w: %q: want USER or USER:GROUP", ErrNoUser, spec)
+// LookupAccount finds user, a name or number, in the machine's
+// /etc/passwd. A number with no account is allowed (home "/", shell
+// /bin/sh). An empty home is "/"; a shell that is not an absolute path to
+// an executable file of the machine is /bin/sh.
+func (m *Machine) LookupAccount(user string) (Account, error) {
+	if user == "" {
+		return Account{}, fmt.Errorf("%w: empty user name", ErrNoUser)
 	}
-	uid, numeric := parseID(userPart)
+	uid, numeric := parseID(user)
 	acct, found, err := m.findAccount(func(a Account) bool {
 		if numeric {
 			return a.UID == uid
 		}
-		return a.Name == userPart
+		return a.Name == user
 	})
 	if err != nil {
-		return User{}, err
+		return Account{}, err
 	}
 	switch {
 	case found:
 	case numeric:
-		acct = Account{Name: userPart, UID: uid, GID: uid, Home: "/"}
+		acct = Account{Name: user, UID: uid, GID: uid, Home: "/"}
 	default:
-		return User{}, fmt.Errorf("%w: no user %q in the machine's /etc/passwd", ErrNoUser, userPart)
+		return Account{}, fmt.Errorf("%w: no user %q in the machine's /etc/passwd", ErrNoUser, user)
 	}
 	if acct.Home == "" {
 		acct.Home = "/"
 	}
 	if !strings.HasPrefix(acct.Shell, "/") || !m.IsExecutable(acct.Shell) {
 		acct.Shell = fallbackShell
+	}
+	return acct, nil
+}
+
+// LookupUser resolves spec, "USER[:GROUP]" where USER and GROUP are names
+// or numbers, in the machine's /etc/passwd (see LookupAccount) and
+// /etc/group. Without GROUP the primary group is the account's and the
+// supplementary groups are those that list the user as a member.
+func (m *Machine) LookupUser(spec string) (User, error) {
+	userPart, groupPart, hasGroup := strings.Cut(spec, ":")
+	if userPart == "" || hasGroup && groupPart == "" {
+		return User{}, fmt.Errorf("%w: %q: want USER or USER:GROUP", ErrNoUser, spec)
+	}
+	acct, err := m.LookupAccount(userPart)
+	if err != nil {
+		return User{}, err
 	}
 	u := User{Account: acct}
 	if hasGroup {
@@ -174,7 +192,7 @@ func (m *Machine) LookupUser(spec string) (User, error) {
 		}
 		return len(u.Groups) < maxGroups
 	})
-	return u, err
+	return u, fileError("/etc/group", err)
 }
 
 // maxGroups is the kernel's NGROUPS_MAX.
@@ -191,7 +209,20 @@ func (m *Machine) findAccount(match func(Account) bool) (Account, bool, error) {
 		return Account{}, false, nil
 	}
 	defer f.Close()
-	return FindAccount(f, match)
+	a, ok, err := FindAccount(f, match)
+	return a, ok, fileError("/etc/passwd", err)
+}
+
+// fileError names the machine's file in err, and says what a line too long
+// for the scanner means.
+func fileError(path string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, bufio.ErrTooLong):
+		return fmt.Errorf("the machine's %s has a line longer than %d KiB", path, maxAccountLine>>10)
+	}
+	return fmt.Errorf("read the machine's %s: %w", path, err)
 }
 
 func (m *Machine) findGroup(match func(Group) bool) (Group, bool, error) {
@@ -208,5 +239,5 @@ func (m *Machine) findGroup(match func(Group) bool) (Group, bool, error) {
 		}
 		return !ok
 	})
-	return found, ok, err
+	return found, ok, fileError("/etc/group", err)
 }

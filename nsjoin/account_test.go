@@ -75,6 +75,28 @@ func TestLookupUser(t *testing.T) {
 	}
 }
 
+// LookupAccount reads /etc/passwd only: a group file LookupUser refuses
+// does not matter to it.
+func TestLookupAccount(t *testing.T) {
+	long := "big:x:60:" + strings.Repeat("u,", maxAccountLine) + "u\n"
+	m, _ := machineAt(t, map[string]string{"etc/passwd": passwd, "etc/group": group + long})
+	a, err := m.LookupAccount("alice")
+	if err != nil || a.UID != 1000 || a.GID != 1000 || a.Home != "/home/alice" || a.Shell != "/bin/sh" {
+		t.Errorf("alice: %+v, %v", a, err)
+	}
+	if a, err := m.LookupAccount("0"); err != nil || a.Name != "root" || a.Home != "/root" {
+		t.Errorf("0: %+v, %v", a, err)
+	}
+	if _, err := m.LookupUser("alice"); err == nil || !strings.Contains(err.Error(), "/etc/group has a line longer than 64 KiB") {
+		t.Errorf("LookupUser with a group line over %d bytes: %v", maxAccountLine, err)
+	}
+	for _, user := range []string{"nosuch", "", "4294967295"} {
+		if _, err := m.LookupAccount(user); !errors.Is(err, ErrNoUser) {
+			t.Errorf("%q: %v, want ErrNoUser", user, err)
+		}
+	}
+}
+
 // TestHostileMachineFiles: an absolute symlink in the machine resolves in
 // the machine's root, never on the host; FIFOs are refused at once.
 func TestHostileMachineFiles(t *testing.T) {

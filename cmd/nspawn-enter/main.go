@@ -170,17 +170,20 @@ func run(g grammar, keep nsjoin.Set, command []string, sigs *nsjoin.Signals) err
 	mounted := !plan.Kept.Has(mountNamespace)
 	var pty *nsjoin.PTY
 	prepare := func(m *nsjoin.Machine) (*nsjoin.Command, error) {
-		spec := "0"
-		if g.User != "" {
-			spec = g.User
-		}
-		u, err := m.LookupUser(spec)
-		if err != nil {
-			return nil, err
-		}
 		c := &nsjoin.Command{Args: command}
+		var u nsjoin.User
+		var err error
 		if g.User != "" {
+			if u, err = m.LookupUser(g.User); err != nil {
+				return nil, err
+			}
 			c.Creds = &nsjoin.Creds{UID: u.UID, GID: u.GID, Groups: u.Groups}
+		} else {
+			// Root's home and shell only: its groups are not read, as
+			// the command runs with the credentials nsjoin gives it.
+			if u.Account, err = m.LookupAccount("0"); err != nil {
+				return nil, err
+			}
 		}
 		if len(command) == 0 {
 			c.Args, c.Argv0 = []string{u.Shell}, "-"+path.Base(u.Shell)

@@ -278,6 +278,24 @@ func TestSessionHostileFiles(t *testing.T) {
 			check(t, []string{"--user", "1000"}, `id -u; id -G; echo "$HOME"`, "1000\n1000\n/\n")
 		})
 	})
+	// A line over the scanner's 64 KiB: only --user reads /etc/group, and
+	// it says which file is at fault.
+	t.Run("group line too long", func(t *testing.T) {
+		replaceInTarget(t, tg, "/etc/passwd", func(p string) error { return os.WriteFile(p, original, 0o644) })
+		replaceInTarget(t, tg, "/etc/group", func(p string) error {
+			return os.WriteFile(p, []byte("staff:x:50:alice\nbig:x:60:"+strings.Repeat("u,", 50<<10)+"u\n"), 0o644)
+		})
+		check(t, nil, `id -u; id -G; echo "$HOME"`, "0\n0\n/root\n")
+		before := children(t)
+		r := runIn(t, env, quickTimeout, enter, enterArgs(tg.PID, []string{"--user", "alice"}, "/bin/echo", "ran")...)
+		checkNoStrays(t, before, tg)
+		if r.status() != "exit 125" || r.stdout != "" || !strings.Contains(r.stderr, "/etc/group has a line longer than 64 KiB") {
+			t.Errorf("want exit 125 and the file named\n%v", r)
+		}
+		if err := checkErrline(r.stderr); err != nil {
+			t.Error(err)
+		}
+	})
 	t.Run("passwd symlink to /dev/zero", func(t *testing.T) {
 		replaceInTarget(t, tg, "/etc/passwd", func(p string) error { return os.Symlink("/dev/zero", p) })
 		replaceInTarget(t, tg, "/etc/group", func(p string) error { return os.Symlink("/dev/urandom", p) })
