@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -41,7 +41,11 @@ func openCgroups(l *leader.Leader) (cgroups, error) {
 	}
 	// Moving a process between cgroups is costly (≈5 ms a hierarchy,
 	// measured here): none is made where the caller is already there.
-	own, _ := os.ReadFile("/proc/self/cgroup")
+	var own []byte
+	if f, err := openFile("/proc/self/cgroup"); err == nil {
+		own, _ = io.ReadAll(f)
+		f.Close()
+	}
 	mine := strings.Split(string(own), "\n")
 	var v2Path, v1Path string
 	for _, line := range strings.Split(string(bytes.TrimSpace(data)), "\n") {
@@ -84,7 +88,7 @@ func openCgroups(l *leader.Leader) (cgroups, error) {
 // cgroupMounts returns where the cgroup v2 hierarchy and the name=systemd
 // v1 hierarchy are mounted (their roots), "" for one that is not.
 func cgroupMounts() (v2, v1 string, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := openFile("/proc/self/mountinfo")
 	if err != nil {
 		return "", "", err
 	}

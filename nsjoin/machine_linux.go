@@ -2,6 +2,7 @@ package nsjoin
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -33,18 +34,50 @@ func (m *Machine) openatResolve(path string, flags, resolve uint64) (int, error)
 
 // Open opens a regular file of the machine for reading. FIFOs, devices
 // and sockets are refused, so a machine cannot make the tool block.
-func (m *Machine) Open(path string) (*os.File, error) {
+func (m *Machine) Open(path string) (*File, error) {
 	fd, err := m.openat(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
 	if err != nil {
 		return nil, fmt.Errorf("open %s in the machine: %w", path, err)
 	}
-	f := os.NewFile(uintptr(fd), path)
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
 		return nil, fmt.Errorf("open %s in the machine: not a regular file", path)
 	}
-	return f, nil
+	return &File{fd: fd}, nil
 }
+
+// File is a file open for reading by plain read(2), without the runtime's
+// poller (an os.File would set it up: an epoll instance and an eventfd).
+type File struct{ fd int }
+
+// openFile opens path of the host for reading.
+func openFile(path string) (*File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return &File{fd: fd}, nil
+}
+
+// Read reads up to len(b) bytes; io.EOF at the end.
+func (f *File) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(f.fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// Close closes the file.
+func (f *File) Close() error { return unix.Close(f.fd) }
 
 // IsDir reports whether path is a directory in the machine.
 func (m *Machine) IsDir(path string) bool {
