@@ -108,7 +108,8 @@ type Process struct {
 	// (Options.JoinCgroup); it then runs in the caller's.
 	CgroupErr error
 	pidfd     int
-	done      chan waitResult
+	fwd       *Signals
+	done      chan waitResult // nil when StartHere started it
 }
 
 type waitResult struct {
@@ -124,9 +125,29 @@ func (p *Process) Signal(sig unix.Signal) error {
 
 // Wait waits for the command to exit and releases its pidfd.
 func (p *Process) Wait() (unix.WaitStatus, error) {
-	r := <-p.done
+	var r waitResult
+	if p.done != nil {
+		r = <-p.done
+	} else {
+		r = p.wait()
+	}
 	unix.Close(p.pidfd)
 	return r.ws, r.err
+}
+
+// wait passes the signals of Options.Forward on to the command until it
+// exits, and reaps it. Any thread of the process may: wait4 takes the
+// children of every thread.
+func (p *Process) wait() (r waitResult) {
+	if p.fwd != nil {
+		p.fwd.forward(p.pidfd)
+	}
+	for {
+		_, r.err = unix.Wait4(p.PID, &r.ws, 0, nil)
+		if r.err != unix.EINTR {
+			return r
+		}
+	}
 }
 
 // Start joins the planned namespaces of l on a dedicated OS thread, enters
@@ -135,7 +156,48 @@ func (p *Process) Wait() (unix.WaitStatus, error) {
 // user and time namespaces last. The thread is never used for anything
 // else: it ends when the command has been waited for.
 func Start(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (*Process, error) {
-	j := &joiner{l: l, plan: plan, rootFD: -1, cg: cgroups{v2Dir: -1, v1Procs: -1}, pdeath: opt.DieWithCaller, fwd: opt.Forward, started: make(chan error, 1)}
+	j, err := newJoiner(l, plan, opt)
+	if err != nil {
+		return nil, err
+	}
+	j.started = make(chan error, 1)
+	p := &Process{fwd: j.fwd, done: make(chan waitResult, 1)}
+	go j.run(p, prepare, nil)
+	if err := <-j.started; err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// StartHere is Start without a thread of its own: it joins on the calling
+// goroutine's thread and locks the goroutine to it for good, and Wait
+// waits on the goroutine that calls it, with no hand-off between threads.
+// It is for a goroutine that ends the process once the command has
+// ended, like nspawn-enter's main, and that goroutine must not return
+// before then: its thread stays in the machine's namespaces and root,
+// whether StartHere succeeds or fails (from the first join on), and only
+// the process's end may end it, as its end would kill the command
+// (Options.DieWithCaller). Other goroutines and the threads the runtime
+// starts later keep the host's namespaces and root; but when the calling
+// thread is the process's first one, /proc/self (which names that thread)
+// shows the machine's namespaces and mounts from then on.
+func StartHere(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (*Process, error) {
+	j, err := newJoiner(l, plan, opt)
+	if err != nil {
+		return nil, err
+	}
+	runtime.LockOSThread() // never unlocked, see above
+	pid, pidfd, err := j.start(prepare)
+	j.closeHostFDs()
+	if err != nil {
+		return nil, err
+	}
+	return &Process{PID: pid, CgroupErr: j.cgErr, pidfd: pidfd, fwd: j.fwd}, nil
+}
+
+// newJoiner opens on the host what the joins of one start need.
+func newJoiner(l *leader.Leader, plan Plan, opt Options) (*joiner, error) {
+	j := &joiner{l: l, plan: plan, rootFD: -1, cg: cgroups{v2Dir: -1, v1Procs: -1}, pdeath: opt.DieWithCaller, fwd: opt.Forward}
 	if opt.JoinCgroup {
 		if j.cg, j.cgErr = openCgroups(l); j.cgErr != nil {
 			j.cgErr = fmt.Errorf("join the cgroup of %s: %w", l, j.cgErr)
@@ -148,12 +210,7 @@ func Start(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (*Process,
 		}
 		return nil, err
 	}
-	p := &Process{done: make(chan waitResult, 1)}
-	go j.run(p, prepare, nil)
-	if err := <-j.started; err != nil {
-		return nil, err
-	}
-	return p, nil
+	return j, nil
 }
 
 // joiner holds what one Start needs on its thread.
@@ -238,17 +295,7 @@ func (j *joiner) work(p *Process, prepare Prepare) {
 	}
 	p.PID, p.pidfd, p.CgroupErr = pid, pidfd, j.cgErr
 	j.started <- nil
-	var r waitResult
-	if j.fwd != nil {
-		j.fwd.forward(pidfd)
-	}
-	for {
-		_, r.err = unix.Wait4(pid, &r.ws, 0, nil)
-		if r.err != unix.EINTR {
-			break
-		}
-	}
-	p.done <- r
+	p.done <- p.wait()
 }
 
 func (j *joiner) start(prepare Prepare) (int, int, error) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,22 +174,162 @@ func TestStartErrors(t *testing.T) {
 		cmd  string
 		code int
 	}{{"/nonexistent", 127}, {"no-such-command", 127}, {"/etc/passwd", 126}, {"/etc", 126}}
-	for _, c := range cases {
-		_, err := Start(l, plan, Options{}, func(*Machine) (*Command, error) {
-			return &Command{Args: []string{c.cmd}}, nil
+	for _, st := range starters {
+		t.Run(st.name, func(t *testing.T) {
+			for _, c := range cases {
+				_, err := st.start(l, plan, Options{}, func(*Machine) (*Command, error) {
+					return &Command{Args: []string{c.cmd}}, nil
+				})
+				var ee *ExecError
+				if !errors.As(err, &ee) || ee.Code() != c.code {
+					t.Errorf("%s: %v, want exit %d", c.cmd, err, c.code)
+				}
+			}
+			// A working directory that does not exist.
+			_, err := st.start(l, plan, Options{}, func(*Machine) (*Command, error) {
+				return &Command{Args: []string{"/bin/true"}, Dir: "/no/such/dir"}, nil
+			})
+			if err == nil || !strings.Contains(err.Error(), "/no/such/dir") {
+				t.Errorf("missing working directory: %v", err)
+			}
 		})
-		var ee *ExecError
-		if !errors.As(err, &ee) || ee.Code() != c.code {
-			t.Errorf("%s: %v, want exit %d", c.cmd, err, c.code)
+	}
+}
+
+// starters are the two ways to start a command; tests that hold for both
+// run with each.
+var starters = []struct {
+	name  string
+	start func(*leader.Leader, Plan, Options, Prepare) (*Process, error)
+}{{"Start", Start}, {"StartHere", startHereOffMain}}
+
+// startHereOffMain calls StartHere on a goroutine of its own, on a thread
+// that is not the main thread, and ends that thread when StartHere returns
+// (the process goes on: this is a test). The command, started without
+// Options.DieWithCaller, outlives the thread, and Wait works from any.
+func startHereOffMain(l *leader.Leader, plan Plan, opt Options, prepare Prepare) (p *Process, err error) {
+	if opt.DieWithCaller {
+		panic("startHereOffMain: the thread's end would kill the command")
+	}
+	offMainThread(func() { p, err = StartHere(l, plan, opt, prepare) })
+	return p, err
+}
+
+// offMainThread runs fn on a goroutine locked to a thread other than the
+// main thread, and returns when fn has; that thread then ends with the
+// goroutine (the runtime ends a thread whose goroutine returns locked).
+func offMainThread(fn func()) {
+	done := make(chan struct{})
+	var try func()
+	try = func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			go try() // not on this thread, which stays locked until fn is done
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
+		defer close(done)
+		fn()
+	}
+	go try()
+	<-done
+}
+
+// TestStartHere: StartHere leaves the calling thread in the target's
+// namespaces (all but user and time, which only the command joins) and no
+// other thread, not even those the runtime starts afterwards.
+func TestStartHere(t *testing.T) {
+	tg, l, plan := startTarget(t, nstest.Spec{Name: "here", User: true, Time: true})
+	want := tg.Namespaces(t)
+	own, err := nstest.Namespaces(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan int, 1) // the joined thread, or 0
+	release := make(chan struct{})
+	var ws unix.WaitStatus
+	var startErr, waitErr error
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		offMainThread(func() {
+			var p *Process
+			p, startErr = StartHere(l, plan, Options{DieWithCaller: true}, func(*Machine) (*Command, error) {
+				return &Command{Args: []string{"sleep", "20"}}, nil
+			})
+			if startErr != nil {
+				started <- 0
+				return
+			}
+			started <- unix.Gettid()
+			<-release
+			p.Signal(unix.SIGTERM)
+			ws, waitErr = p.Wait()
+		})
+	}()
+	tid := <-started
+	if tid == 0 {
+		t.Fatalf("StartHere: %v", startErr)
+	}
+	// The runtime starts threads for goroutines that lock one while the
+	// others are taken.
+	hold := make(chan struct{})
+	var locked sync.WaitGroup
+	for range 8 {
+		locked.Add(1)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			locked.Done()
+			<-hold
+		}()
+	}
+	locked.Wait()
+	joined, err := nstest.Namespaces(tid)
+	if err != nil {
+		t.Error(err)
+	}
+	for _, k := range []string{"cgroup", "ipc", "uts", "net", "mnt"} {
+		if joined[k] != want[k] {
+			t.Errorf("the calling thread's %s namespace is %d, not the target's %d", k, joined[k], want[k])
 		}
 	}
-	// A working directory that does not exist.
-	_, err := Start(l, plan, Options{}, func(*Machine) (*Command, error) {
-		return &Command{Args: []string{"/bin/true"}, Dir: "/no/such/dir"}, nil
-	})
-	if err == nil || !strings.Contains(err.Error(), "/no/such/dir") {
-		t.Errorf("missing working directory: %v", err)
+	for _, k := range []string{"user", "time"} {
+		if joined[k] != own[k] {
+			t.Errorf("the calling thread's %s namespace is %d, not ours %d", k, joined[k], own[k])
+		}
 	}
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) < 10 {
+		t.Errorf("%d threads; want the caller's, 8 locked ones and the main thread at least", len(entries))
+	}
+	for _, e := range entries {
+		if e.Name() == strconv.Itoa(tid) {
+			continue
+		}
+		if other, err := nstest.Namespaces(mustAtoi(t, e.Name())); err == nil && other["mnt"] != own["mnt"] {
+			t.Errorf("thread %s is in mount namespace %d, not ours (%d)", e.Name(), other["mnt"], own["mnt"])
+		}
+	}
+	close(hold)
+	close(release)
+	<-finished
+	if waitErr != nil || !ws.Signaled() || ws.Signal() != unix.SIGTERM {
+		t.Errorf("sleep ended with %#x (%v); want killed by the SIGTERM sent to it", ws, waitErr)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestLeaderGone: a leader that exits after being pinned is reported, not
@@ -215,24 +356,30 @@ func TestLeaderGoneBetweenJoins(t *testing.T) {
 	for _, spec := range []nstest.Spec{{Name: "between", User: true, Time: true}, {Name: "between-plain"}} {
 		t.Run(spec.Name, func(t *testing.T) {
 			_, l, plan := startTarget(t, spec)
-			before := testenv.ChildrenOf(t, os.Getpid())
-			_, err := Start(l, plan, Options{}, func(*Machine) (*Command, error) {
-				if err := unix.PidfdSendSignal(l.PidFD(), unix.SIGKILL, nil, 0); err != nil {
-					return nil, err
-				}
-				fds := []unix.PollFd{{Fd: int32(l.PidFD()), Events: unix.POLLIN}}
-				if _, err := unix.Poll(fds, 10000); err != nil || fds[0].Revents&unix.POLLIN == 0 {
-					return nil, errors.New("the leader did not exit within 10 s")
-				}
-				return &Command{Args: []string{"/bin/true"}}, nil
-			})
-			var je *JoinError
-			if !errors.As(err, &je) || !errors.Is(err, unix.ESRCH) || !strings.Contains(err.Error(), "the leader exited") {
-				t.Fatalf("leader gone between the joins: %v, want a JoinError saying the leader exited", err)
+			for _, st := range starters {
+				t.Run(st.name, func(t *testing.T) { leaderGoneBetweenJoins(t, l, plan, st.start) })
 			}
-			checkNoNewChildren(t, before)
 		})
 	}
+}
+
+func leaderGoneBetweenJoins(t *testing.T, l *leader.Leader, plan Plan, start func(*leader.Leader, Plan, Options, Prepare) (*Process, error)) {
+	before := testenv.ChildrenOf(t, os.Getpid())
+	_, err := start(l, plan, Options{}, func(*Machine) (*Command, error) {
+		if err := unix.PidfdSendSignal(l.PidFD(), unix.SIGKILL, nil, 0); err != nil {
+			return nil, err
+		}
+		fds := []unix.PollFd{{Fd: int32(l.PidFD()), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, 10000); err != nil || fds[0].Revents&unix.POLLIN == 0 {
+			return nil, errors.New("the leader did not exit within 10 s")
+		}
+		return &Command{Args: []string{"/bin/true"}}, nil
+	})
+	var je *JoinError
+	if !errors.As(err, &je) || !errors.Is(err, unix.ESRCH) || !strings.Contains(err.Error(), "the leader exited") {
+		t.Fatalf("leader gone between the joins: %v, want a JoinError saying the leader exited", err)
+	}
+	checkNoNewChildren(t, before)
 }
 
 // TestForkRefused: when the kernel refuses the fork (here a pids cgroup

@@ -209,7 +209,7 @@ func run(g grammar, keep nsjoin.Set, command []string, sigs *nsjoin.Signals) err
 	}
 	// If nspawn-enter is killed anyway (SIGKILL, which it cannot pass on),
 	// the kernel kills the command: it is never left running without it.
-	p, err := nsjoin.Start(l, plan, nsjoin.Options{JoinCgroup: !g.KeepCgroup, DieWithCaller: true, Forward: sigs}, prepare)
+	p, err := nsjoin.StartHere(l, plan, nsjoin.Options{JoinCgroup: !g.KeepCgroup, DieWithCaller: true, Forward: sigs}, prepare)
 	l.Close()
 	if pty != nil {
 		unix.Close(pty.Slave)
