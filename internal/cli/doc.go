@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -86,12 +85,21 @@ func (d *Doc) ManPage(app *kong.Application) string {
 		if i == len(d.SeeAlso)-1 {
 			sep = "\n"
 		}
-		fmt.Fprintf(&b, ".BR %s%s", manRef.ReplaceAllString(roffText(s), `$1 ($2)`), sep)
+		fmt.Fprintf(&b, ".BR %s%s", manRef(roffText(s)), sep)
 	}
 	return b.String()
 }
 
-var manRef = regexp.MustCompile(`^([^(]+)\(([0-9])\)$`)
+// manRef writes a reference "name(1)" as "name (1)", for .BR; anything
+// else is left as it is. (Not a regexp: one compiled at package
+// initialisation costs every run of the tools, not only --man.)
+func manRef(s string) string {
+	name, rest, ok := strings.Cut(s, "(")
+	if !ok || name == "" || len(rest) != 2 || rest[0] < '0' || rest[0] > '9' || rest[1] != ')' {
+		return s
+	}
+	return name + " (" + rest[:1] + ")"
+}
 
 // flagSynopsis is "-u, --user=USER[:GROUP]" or "--no-pty".
 func flagSynopsis(f *kong.Flag) string {
