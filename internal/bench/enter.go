@@ -54,7 +54,9 @@ func (b *bench) enterTargets() {
 	noSuch := &contender{name: "nspawn-enter --pid (no such process) -- /bin/true", run: func() (proc, error) { return runWant(noPID, 125) }}
 	keepArgs := append(append([]string{b.enter, "--pid", u}, noAll()...), "--", "/bin/true")
 	keepAll := command("nspawn-enter --pid U --no-(all 8) -- /bin/true", keepArgs...)
-	cs := []*contender{oursP, refP, oursU, refU, hostTrue, b.emptyGoRun, noSuch, keepAll}
+	spawn := command("static Go program that only runs /bin/true", b.spawnGo)
+	spawnKong := command("the same, linking kong", b.spawnKong)
+	cs := []*contender{oursP, refP, oursU, refU, hostTrue, b.emptyGoRun, noSuch, keepAll, spawn, spawnKong}
 	if err := alternate(b.cfg.runs, warmup, cs); err != nil {
 		b.emptyGoRun = nil
 		b.fail(secEnter, "enter: nspawn-enter vs nsenter -a", err)
@@ -71,6 +73,19 @@ func (b *bench) enterTargets() {
 		r := ratio(pair.ours.median(), pair.ref.median())
 		b.add(secEnter, pair.what, ms(pair.ours.median()), "`nsenter -t P -a /bin/true`: "+ms(pair.ref.median()),
 			fmt.Sprintf("%.2f× (goal ≤ %.2f×)", r, enterGoal), verdict(r <= enterGoal))
+	}
+	// The floor: what a Go tool pays to run /bin/true at all, against the
+	// goal's bound.
+	bound := time.Duration(float64(refU.median()) * enterGoal)
+	for _, f := range []struct {
+		what string
+		c    *contender
+	}{
+		{"enter floor: a static Go program that only runs /bin/true and waits (no lookup, no join)", spawn},
+		{"enter floor with kong: the same program, linking kong (as both tools do) without calling it", spawnKong},
+	} {
+		b.add(secEnter, f.what, ms(f.c.median()), "`nsenter -t U -a /bin/true`: "+ms(refU.median()),
+			fmt.Sprintf("%.2f×; leaves %s under the goal's %s", ratio(f.c.median(), refU.median()), ms(bound-f.c.median()), ms(bound)), resultInfo)
 	}
 	b.breakdown = []breakdownLine{
 		{hostTrue, "fork, exec and exit of a small C program: the floor for any tool"},

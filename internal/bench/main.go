@@ -131,6 +131,8 @@ type bench struct {
 
 	enter, stop string // the tools, built as the README says
 	emptyGo     string // an empty static Go program
+	spawnGo     string // a static Go program that only runs /bin/true
+	spawnKong   string // the same, linking kong
 	sleepGo     string // a static Go program that sleeps for a second
 	nsenter     string
 	self        string // this program, for the stop target role
@@ -226,6 +228,9 @@ func (b *bench) build() error {
 	if err := goBuild(empty, b.emptyGo, "main.go"); err != nil {
 		return err
 	}
+	if err := b.buildSpawners(root); err != nil {
+		return err
+	}
 	sleep := filepath.Join(b.dir, "sleep")
 	if err := os.Mkdir(sleep, 0o755); err != nil {
 		return err
@@ -250,4 +255,68 @@ func oneLine(s string) string {
 		s = s[:300] + "…"
 	}
 	return strings.ReplaceAll(s, "|", "\\|")
+}
+
+// spawnSource is the floor of any Go tool that runs a command: start
+// /bin/true (vfork and exec, as os/exec does), wait, exit with its status.
+// With kong it also links (and so initialises) the command-line library
+// the tools use, without calling it.
+const spawnSource = `package main
+
+import (
+	"os"
+	"syscall"
+%s)
+
+func main() {
+	pid, err := syscall.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{Files: []uintptr{0, 1, 2}})
+	if err != nil {
+		os.Exit(125)
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+		os.Exit(125)
+	}
+	os.Exit(ws.ExitStatus())
+}
+`
+
+// buildSpawners builds the two floor programs of spawnSource, in a module
+// of their own that requires what nspawn-tools requires (root's go.mod and
+// go.sum, so the build uses the module cache as the tools' build does).
+func (b *bench) buildSpawners(root string) error {
+	dir := filepath.Join(b.dir, "spawn")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return err
+	}
+	_, rest, _ := strings.Cut(string(mod), "\n")
+	sum, err := os.ReadFile(filepath.Join(root, "go.sum"))
+	if err != nil {
+		return err
+	}
+	files := map[string]string{
+		"go.mod":        "module spawn\n" + rest,
+		"go.sum":        string(sum),
+		"plain/main.go": fmt.Sprintf(spawnSource, ""),
+		"kong/main.go":  fmt.Sprintf(spawnSource, "\n\t_ \"github.com/alecthomas/kong\"\n"),
+	}
+	for name, text := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	bin := filepath.Join(b.dir, "bin")
+	b.spawnGo, b.spawnKong = filepath.Join(bin, "spawn"), filepath.Join(bin, "spawn-kong")
+	if err := goBuild(dir, b.spawnGo, "./plain"); err != nil {
+		return err
+	}
+	return goBuild(dir, b.spawnKong, "./kong")
 }
