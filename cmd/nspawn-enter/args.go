@@ -1,162 +1,298 @@
 package main
 
 import (
+	_ "embed" // the texts kong renders, committed
 	"fmt"
-	"reflect"
+	"os"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
-	"github.com/alecthomas/kong"
 	"github.com/nspawn-tools/nspawn-tools/internal/cli"
 	"github.com/nspawn-tools/nspawn-tools/nsjoin"
 )
 
-// parseArgs parses the options (the command line before "--").
-//
-// Building kong's model of the grammar takes about three quarters of the
-// instructions nspawn-enter runs before it touches the machine (callgrind:
-// 2.7 of 3.6 million). So the plain command lines most runs have are read
-// by quickParse, and everything else (--help, --version, every error) by
-// kong, the grammar of record. A test checks that the two agree wherever
-// quickParse accepts a command line.
-func parseArgs(args []string) (grammar, nsjoin.Set) {
-	if g, keep, ok := quickParse(args); ok {
-		cli.CheckOpenFiles(prog) // as ParseDoc does
-		return g, keep
-	}
-	var g grammar
-	keep := keepOptions()
-	cli.ParseDoc(doc, &g, args, kong.Embed(keep.Interface()))
-	return g, keepSet(keep)
-}
+// nspawn-enter does not link kong: its package initialisation, and that of
+// what it imports, cost every run about 0.3 ms (measured), a tenth of a
+// whole nspawn-enter run. The grammar of record is still the kong struct
+// grammar with the --no-<namespace> options and the shared ones: the help,
+// the man page and the completion scripts are what kong renders from it
+// (TestTexts writes them: go generate ./cmd/nspawn-enter), and parse is
+// checked against kong's parser by TestParseAgreesWithKong and FuzzParse.
 
-// keepOptions builds a struct type with one bool field per namespace kind,
-// tagged for kong as --no-<option>.
-func keepOptions() reflect.Value {
-	fields := make([]reflect.StructField, len(nsjoin.Namespaces))
-	for i, ns := range nsjoin.Namespaces {
-		fields[i] = reflect.StructField{
-			Name: "No" + strings.ToUpper(ns.Option[:1]) + ns.Option[1:],
-			Type: reflect.TypeOf(false),
-			Tag:  reflect.StructTag(fmt.Sprintf(`name:"no-%s" help:%q`, ns.Option, ns.Help)),
-		}
-	}
-	return reflect.New(reflect.StructOf(fields))
-}
+//go:generate go test -run TestTexts -update .
 
-// keepSet returns the namespaces whose --no-<option> is set in v, a
-// pointer to the struct keepOptions builds.
-func keepSet(v reflect.Value) nsjoin.Set {
-	var set nsjoin.Set
-	for i, ns := range nsjoin.Namespaces {
-		if v.Elem().Field(i).Bool() {
-			set |= nsjoin.Set(ns.Clone)
-		}
-	}
-	return set
-}
-
-// Flags quickParse knows, as bits for finding repeats.
-const (
-	seenPID = 1 << iota
-	seenUser
-	seenWD
-	seenKeepEnv
-	seenLeaderEnv
-	seenPTY
-	seenNoPTY
-	seenKeepCgroup
-	seenKeep // seenKeep << i is --no-<Namespaces[i].Option>
+var (
+	//go:embed help.txt
+	helpText string
+	//go:embed nspawn-enter.1
+	manText string
+	//go:embed completion.bash
+	bashCompletion string
+	//go:embed completion.zsh
+	zshCompletion string
+	//go:embed completion.fish
+	fishCompletion string
 )
 
-// quickParse parses a command line made only of a machine name and the
-// grammar's own options, each at most once (--setenv repeated), in the
-// forms --opt VALUE, --opt=VALUE and -u VALUE, with values that neither
-// are empty nor start with "-", all valid UTF-8. Anything else returns
-// ok == false.
-func quickParse(args []string) (g grammar, keep nsjoin.Set, ok bool) {
-	var seen uint
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "" || !utf8.ValidString(a) {
-			return g, 0, false // kong has its own way with invalid UTF-8
-		}
-		if a[0] != '-' {
-			if g.Machine != "" {
-				return g, 0, false
+// completion returns the completion script for shell.
+func completion(shell string) (string, error) {
+	switch shell {
+	case "bash":
+		return bashCompletion, nil
+	case "zsh":
+		return zshCompletion, nil
+	case "fish":
+		return fishCompletion, nil
+	}
+	return "", fmt.Errorf("no completion for shell %q (bash, zsh or fish)", shell)
+}
+
+// parseArgs parses the options (the command line before "--") and does
+// what the shared ones ask (--help, --version, --man, --completion,
+// --list), which exit; a usage error exits 2.
+func parseArgs(args []string) (grammar, nsjoin.Set) {
+	cli.CheckOpenFiles(prog)
+	r, err := parse(args)
+	switch {
+	case err != nil:
+		cli.UsageError(prog, err)
+	case r.printed == printHelp:
+		fmt.Print(helpText)
+		os.Exit(0)
+	case r.printed == printVersion:
+		fmt.Println(cli.Version(prog))
+		os.Exit(0)
+	}
+	cli.DoShared(prog, r.shared, func() string { return manText }, completion)
+	return r.g, r.keep
+}
+
+// request is what a command line asks of nspawn-enter.
+type request struct {
+	g       grammar
+	keep    nsjoin.Set
+	printed printed // the first of --help and --version given
+	shared  cli.Shared
+}
+
+// printed is what --help or --version print.
+type printed int
+
+const (
+	printNothing printed = iota
+	printHelp
+	printVersion
+)
+
+// token is a piece of the command line, as kong's scanner types them: an
+// argument as given, a value after "=" in --flag=value, or what follows
+// the letter of a short flag (-uroot).
+type token struct {
+	kind tokenKind
+	text string
+}
+
+type tokenKind int
+
+const (
+	argToken tokenKind = iota
+	valueToken
+	tailToken
+)
+
+// isValue reports whether t may be a flag's value: a typed value, "-", or
+// an argument that does not start with "-".
+func (t token) isValue() bool {
+	return t.kind != argToken || t.text == "-" || !strings.HasPrefix(t.text, "-")
+}
+
+// parser reads a command line the way kong does for this grammar.
+type parser struct {
+	r     request
+	toks  []token         // what is left, the next first
+	named bool            // the machine name was given
+	given map[string]bool // the flags of xorPairs given
+}
+
+// xorPairs are the flags that exclude each other, even given as =false.
+var xorPairs = [][2]string{{"--keep-env", "--leader-env"}, {"--pty", "--no-pty"}}
+
+// parse parses the options as kong parses them with grammar: flags in
+// the forms --flag, --flag=VALUE, --flag VALUE, -u VALUE, -uVALUE, the
+// letters of short flags run together (-hu root); a repeated flag's last
+// value counts, --setenv's all; a value may not look like a flag unless
+// given with "=" or run together. --help and --version win over every
+// error but one in reading the flags.
+func parse(args []string) (request, error) {
+	p := &parser{toks: make([]token, len(args)), given: map[string]bool{}}
+	for i, a := range args {
+		p.toks[i] = token{argToken, a}
+	}
+	for len(p.toks) > 0 {
+		t := p.pop()
+		switch {
+		case t.kind == valueToken:
+			return request{}, fmt.Errorf("unexpected flag argument %q", t.text)
+		case t.kind == tailToken:
+			p.pushTail(t.text[1:])
+			if err := p.flag("-" + t.text[:1]); err != nil {
+				return request{}, err
 			}
-			g.Machine = a
-			continue
-		}
-		name, value, hasValue := strings.Cut(a, "=")
-		if name == "-u" {
-			if hasValue {
-				return g, 0, false
+		case strings.HasPrefix(t.text, "--"):
+			name, value, ok := strings.Cut(t.text, "=")
+			if ok {
+				p.push(token{valueToken, value})
 			}
-			name = "--user"
-		}
-		var bit uint
-		switch name {
-		case "--pid", "--user", "--wd", "--setenv":
-			if !hasValue {
-				if i+1 == len(args) || !utf8.ValidString(args[i+1]) {
-					return g, 0, false
-				}
-				i++
-				value = args[i]
+			if err := p.flag(name); err != nil {
+				return request{}, err
 			}
-			if value == "" || value[0] == '-' {
-				return g, 0, false
-			}
-			switch name {
-			case "--pid":
-				// Plain decimal only: kong decides what else is a number.
-				if len(value) > 9 || value[0] == '0' || strings.Trim(value, "0123456789") != "" {
-					return g, 0, false
-				}
-				pid, _ := strconv.Atoi(value)
-				g.PID, bit = &pid, seenPID
-			case "--user":
-				g.User, bit = value, seenUser
-			case "--wd":
-				g.WD, bit = value, seenWD
-			case "--setenv":
-				g.Setenv = append(g.Setenv, value)
+		case t.text != "-" && strings.HasPrefix(t.text, "-"):
+			p.pushTail(t.text[2:])
+			if err := p.flag(t.text[:2]); err != nil {
+				return request{}, err
 			}
 		default:
-			if hasValue {
-				return g, 0, false
+			if p.named {
+				return request{}, fmt.Errorf("unexpected argument %s", t.text)
 			}
-			switch name {
-			case "--keep-env":
-				g.KeepEnv, bit = true, seenKeepEnv
-			case "--leader-env":
-				g.LeaderEnv, bit = true, seenLeaderEnv
-			case "--pty":
-				g.PTY, bit = true, seenPTY
-			case "--no-pty":
-				g.NoPTY, bit = true, seenNoPTY
-			case "--keep-cgroup":
-				g.KeepCgroup, bit = true, seenKeepCgroup
-			default:
-				i := namespaceOption(name)
-				if i < 0 {
-					return g, 0, false
+			p.r.g.Machine, p.named = t.text, true
+		}
+	}
+	if p.r.printed != printNothing {
+		return p.r, nil
+	}
+	switch p.r.shared.Completion {
+	case "", "bash", "zsh", "fish":
+	default:
+		return request{}, fmt.Errorf("--completion must be one of \"bash\",\"zsh\",\"fish\",\"\" but got %q", p.r.shared.Completion)
+	}
+	for _, pair := range xorPairs {
+		if p.given[pair[0]] && p.given[pair[1]] {
+			return request{}, fmt.Errorf("%s and %s can't be used together", pair[0], pair[1])
+		}
+	}
+	return p.r, nil
+}
+
+func (p *parser) pop() token {
+	t := p.toks[0]
+	p.toks = p.toks[1:]
+	return t
+}
+
+func (p *parser) push(t token) { p.toks = append([]token{t}, p.toks...) }
+
+func (p *parser) pushTail(tail string) {
+	if tail != "" {
+		p.push(token{tailToken, tail})
+	}
+}
+
+// value pops the value of flag name.
+func (p *parser) value(name, kind string) (string, error) {
+	if len(p.toks) == 0 {
+		return "", fmt.Errorf("%s: expected %s value but got end of the options", name, kind)
+	}
+	t := p.pop()
+	if !t.isValue() {
+		return "", fmt.Errorf("%s: expected %s value but got %q; perhaps try %s=%q?", name, kind, t.text, name, t.text)
+	}
+	return t.text, nil
+}
+
+// boolValue pops the value of a bool flag given as --flag=VALUE; a bool
+// flag given without one is true.
+func (p *parser) boolValue(name string) (bool, error) {
+	if len(p.toks) == 0 || p.toks[0].kind != valueToken {
+		return true, nil
+	}
+	switch v := strings.ToLower(p.pop().text); v {
+	case "true", "1", "yes":
+		return true, nil
+	case "false", "0", "no":
+		return false, nil
+	default:
+		return false, fmt.Errorf("%s: bool value must be true, 1, yes, false, 0 or no but got %q", name, v)
+	}
+}
+
+// flag reads flag name ("--name" or "-x") and its value.
+func (p *parser) flag(name string) error {
+	g := &p.r.g
+	var err error
+	switch name {
+	case "--pid":
+		var v string
+		if v, err = p.value(name, "int"); err == nil {
+			var n int64
+			if n, err = strconv.ParseInt(v, 0, strconv.IntSize); err != nil {
+				return fmt.Errorf("--pid: expected a valid %d bit int but got %q", strconv.IntSize, v)
+			}
+			pid := int(n)
+			g.PID = &pid
+		}
+	case "--user", "-u":
+		g.User, err = p.value("--user", "string")
+	case "--wd":
+		g.WD, err = p.value(name, "string")
+	case "--setenv":
+		var v string
+		if v, err = p.value(name, "string"); err == nil {
+			g.Setenv = append(g.Setenv, v)
+		}
+	case "--completion":
+		p.r.shared.Completion, err = p.value(name, "string")
+	case "--help", "-h", "--version":
+		if _, err = p.boolValue(name); err == nil && p.r.printed == printNothing {
+			p.r.printed = printHelp
+			if name == "--version" {
+				p.r.printed = printVersion
+			}
+		}
+	default:
+		b := p.boolFlag(name)
+		if b == nil {
+			if i := namespaceOption(name); i >= 0 {
+				var set bool
+				if set, err = p.boolValue(name); err == nil {
+					keep := nsjoin.Set(nsjoin.Namespaces[i].Clone)
+					p.r.keep &^= keep
+					if set {
+						p.r.keep |= keep
+					}
 				}
-				keep |= nsjoin.Set(nsjoin.Namespaces[i].Clone)
-				bit = seenKeep << i
+				return err
 			}
+			return fmt.Errorf("unknown flag %s", name)
 		}
-		if seen&bit != 0 {
-			return g, 0, false
-		}
-		seen |= bit
+		*b, err = p.boolValue(name)
+		p.given[name] = err == nil
 	}
-	if g.KeepEnv && g.LeaderEnv || g.PTY && g.NoPTY {
-		return g, 0, false // kong says why
+	return err
+}
+
+// boolFlag returns where the bool flag name is kept, or nil.
+func (p *parser) boolFlag(name string) *bool {
+	g, s := &p.r.g, &p.r.shared
+	switch name {
+	case "--keep-env":
+		return &g.KeepEnv
+	case "--leader-env":
+		return &g.LeaderEnv
+	case "--pty":
+		return &g.PTY
+	case "--no-pty":
+		return &g.NoPTY
+	case "--keep-cgroup":
+		return &g.KeepCgroup
+	case "--list":
+		return &s.List
+	case "--json":
+		return &s.JSON
+	case "--man":
+		return &s.Man
 	}
-	return g, keep, true
+	return nil
 }
 
 // namespaceOption returns the index in nsjoin.Namespaces of the kind whose

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"debug/buildinfo"
 	"fmt"
 	"io"
 	"os"
@@ -207,5 +208,22 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNoKong: the binary does not link kong, whose package initialisation
+// every run would pay (see args.go); only its tests use it.
+func TestNoKong(t *testing.T) {
+	bi, err := buildinfo.ReadFile(testenv.Binary(t, "nspawn-enter"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bi.Deps) == 0 {
+		t.Fatalf("no modules in the build information of nspawn-enter: %v", bi)
+	}
+	for _, m := range bi.Deps {
+		if m.Path == "github.com/alecthomas/kong" {
+			t.Errorf("nspawn-enter links %s %s", m.Path, m.Version)
+		}
 	}
 }

@@ -3,8 +3,6 @@
 // its root directory, with the exit status of the command.
 package main
 
-//go:generate sh -c "go run . --man > nspawn-enter.1"
-
 import (
 	"errors"
 	"fmt"
@@ -73,7 +71,8 @@ machine never leads to a host file.`}},
 const ExitFailure = 125
 
 // grammar is the fixed part of the command line; the --no-<namespace>
-// options come from nsjoin.Namespaces (see keepOptions).
+// options come from nsjoin.Namespaces (see keepOptions in args_test.go,
+// which adds them for kong).
 type grammar struct {
 	Machine string `arg:"" optional:"" help:"Name of the running machine, as registered with systemd-machined."`
 	PID     *int   `name:"pid" placeholder:"PID" help:"Enter the namespaces of process PID instead of a machine's leader."`

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/nspawn-tools/nspawn-tools/internal/cli"
+	"github.com/nspawn-tools/nspawn-tools/internal/kongcli"
 	"github.com/nspawn-tools/nspawn-tools/leader"
 	"github.com/nspawn-tools/nspawn-tools/stopper"
 	"golang.org/x/sys/unix"
@@ -129,7 +130,7 @@ func (d *durationFlag) UnmarshalText(b []byte) error {
 
 func main() {
 	var c cmdline
-	cli.ParseDoc(doc, &c, os.Args[1:])
+	kongcli.ParseDoc(doc, &c, os.Args[1:])
 	msg := cli.New(prog)
 	if err := c.validate(); err != nil {
 		msg.Error("%v", err)

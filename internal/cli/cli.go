@@ -1,6 +1,9 @@
-// Package cli is the command-line glue both programs share: parsing with
-// kong (usage errors exit 2), and messages on stderr that read well on a
-// terminal and in the journal.
+// Package cli is the command-line glue both programs share, without kong
+// (whose package initialisation every start of a program that links it
+// pays): the shared options, usage errors (exit 2), and messages on stderr
+// that read well on a terminal and in the journal. Package kongcli parses
+// with kong and renders help, man page and completion scripts from its
+// model.
 package cli
 
 import (
@@ -13,83 +16,12 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/alecthomas/kong"
 	"github.com/nspawn-tools/nspawn-tools/leader"
 	"golang.org/x/sys/unix"
 )
 
 // ExitUsage is the exit status for a command line that does not parse.
 const ExitUsage = 2
-
-// extras are the options both programs have beside their own.
-type extras struct {
-	Version    kong.VersionFlag `help:"Print the version, the commit it was built from and the Go version, and exit."`
-	List       bool             `name:"list" help:"Print the names of the running machines, one a line, and exit."`
-	JSON       bool             `name:"json" help:"With --list: print the machines as JSON (name, leader, class, service, root, unit, id)."`
-	Completion string           `name:"completion" placeholder:"SHELL" enum:"bash,zsh,fish," default:"" help:"Print a completion script for bash, zsh or fish, and exit."`
-	Man        bool             `name:"man" hidden:"" help:"Print the man page (roff) and exit."`
-}
-
-// ParseDoc parses args (without the program name) into grammar, a kong
-// struct, with doc as its help. It handles the shared options --help, --version,
-// --list, --json, --completion and --man, which exit 0. A usage error
-// prints one line and a hint and exits ExitUsage.
-func ParseDoc(doc *Doc, grammar any, args []string, opts ...kong.Option) *kong.Context {
-	CheckOpenFiles(doc.Name)
-	var x extras
-	parser, err := newParser(doc, grammar, &x, opts...)
-	if err != nil {
-		panic(err) // a broken grammar is a programming error
-	}
-	ctx, err := parser.Parse(args)
-	if err != nil {
-		msg := New(doc.Name)
-		msg.Error("%v", err)
-		msg.Hint("see '%s --help'", doc.Name)
-		os.Exit(ExitUsage)
-	}
-	switch {
-	case x.Man:
-		fmt.Print(doc.ManPage(parser.Model))
-	case x.Completion != "":
-		script, err := Completion(x.Completion, doc.Name, parser.Model)
-		if err != nil {
-			New(doc.Name).Error("%v", err)
-			os.Exit(ExitUsage)
-		}
-		fmt.Print(script)
-	case x.List:
-		if err := printMachines(os.Stdout, x.JSON); err != nil {
-			New(doc.Name).Error("%v", err)
-			os.Exit(1)
-		}
-	case x.JSON:
-		New(doc.Name).Error("--json goes with --list")
-		os.Exit(ExitUsage)
-	default:
-		return ctx
-	}
-	os.Exit(0)
-	return nil
-}
-
-// NewParser returns the kong parser ParseDoc uses for grammar, shared
-// options included; for tests that compare another parser with it.
-func NewParser(doc *Doc, grammar any, opts ...kong.Option) (*kong.Kong, error) {
-	return newParser(doc, grammar, new(extras), opts...)
-}
-
-func newParser(doc *Doc, grammar any, x *extras, opts ...kong.Option) (*kong.Kong, error) {
-	opts = append([]kong.Option{
-		kong.Name(doc.Name),
-		kong.Description(doc.help()),
-		kong.Exit(os.Exit),
-		kong.Vars{"version": Version(doc.Name)},
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
-		kong.Embed(x),
-	}, opts...)
-	return kong.New(grammar, opts...)
-}
 
 // MinOpenFiles is the lowest limit on open files the programs work with;
 // below it the Go runtime itself may fail to start its poller, and dies.
@@ -137,6 +69,50 @@ func Version(prog string) string {
 		rev = "unknown"
 	}
 	return fmt.Sprintf("%s %s (commit %s%s, %s)", prog, v, rev, modified, bi.GoVersion)
+}
+
+// Shared are the options both programs have beside their own (--help and
+// --version aside, which print and exit as soon as they are read).
+type Shared struct {
+	List, JSON, Man bool
+	Completion      string // a shell, or "" for none
+}
+
+// DoShared does what s asks for: print the man page, a completion script
+// or the running machines, and exit. It returns only when s asks for none
+// of them. --json without --list is a usage error.
+func DoShared(prog string, s Shared, man func() string, completion func(shell string) (string, error)) {
+	switch {
+	case s.Man:
+		fmt.Print(man())
+	case s.Completion != "":
+		script, err := completion(s.Completion)
+		if err != nil {
+			New(prog).Error("%v", err)
+			os.Exit(ExitUsage)
+		}
+		fmt.Print(script)
+	case s.List:
+		if err := printMachines(os.Stdout, s.JSON); err != nil {
+			New(prog).Error("%v", err)
+			os.Exit(1)
+		}
+	case s.JSON:
+		New(prog).Error("--json goes with --list")
+		os.Exit(ExitUsage)
+	default:
+		return
+	}
+	os.Exit(0)
+}
+
+// UsageError reports a command line that does not parse, with a hint,
+// and exits ExitUsage.
+func UsageError(prog string, err error) {
+	msg := New(prog)
+	msg.Error("%v", err)
+	msg.Hint("see '%s --help'", prog)
+	os.Exit(ExitUsage)
 }
 
 // printMachines writes the running machines: names one a line, or JSON.
