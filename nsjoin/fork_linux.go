@@ -43,9 +43,6 @@ func runtimeBeforeFork()
 //go:linkname runtimeAfterFork syscall.runtime_AfterFork
 func runtimeAfterFork()
 
-//go:linkname runtimeAfterForkInChild syscall.runtime_AfterForkInChild
-func runtimeAfterForkInChild()
-
 // step names the point where the child failed.
 type step uint32
 
@@ -116,6 +113,9 @@ type forkSpec struct {
 	envv     []*byte // NULL-terminated
 	errPipe  uintptr
 	errbuf   [2]uint32 // {step, errno}, written in the child's own copy
+	// sigmask is the forking thread's signal mask, which the child
+	// restores before execve (runtime_BeforeFork blocks every signal).
+	sigmask unix.Sigset_t
 }
 
 // cloneArgs is the kernel's struct clone_args (CLONE_ARGS_SIZE_VER2, 88 bytes).
@@ -223,10 +223,14 @@ func childMain(s *forkSpec) {
 			}
 		}
 	}
-	// Restores the signal mask saved by runtime_BeforeFork and resets the
-	// runtime's signal handlers to SIG_DFL.
-	runtimeAfterForkInChild()
+	// The handlers are SIG_DFL already (CLONE_CLEAR_SIGHAND), so a signal
+	// from now on takes its default action, as it will after execve.
+	// (runtime_AfterForkInChild resets them one by one: 65 rt_sigaction
+	// calls, while the parent waits.)
 	st = stepExec
+	if _, _, e = syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&s.sigmask)), 0, 8, 0, 0); e != 0 {
+		goto fail
+	}
 	_, _, e = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(s.path)),
 		uintptr(unsafe.Pointer(&s.argv[0])), uintptr(unsafe.Pointer(&s.envv[0])))
 fail:
@@ -250,13 +254,21 @@ func forkExec(s *forkSpec, cgroupFD int) (pid, pidfd int, err error) {
 	}
 	s.errPipe, s.pipeRead = uintptr(p[1]), uintptr(p[0])
 	fd := int32(-1)
-	args := cloneArgs{flags: unix.CLONE_PIDFD, exitSignal: uint64(unix.SIGCHLD)}
+	// CLONE_CLEAR_SIGHAND: the child starts with every handler reset to
+	// SIG_DFL (ignored signals stay ignored), so no handler of this
+	// process runs in it.
+	args := cloneArgs{flags: unix.CLONE_PIDFD | unix.CLONE_CLEAR_SIGHAND, exitSignal: uint64(unix.SIGCHLD)}
 	if cgroupFD >= 0 {
 		args.flags |= unix.CLONE_INTO_CGROUP
 		args.cgroup = uint64(cgroupFD)
 	}
 
 	syscall.ForkLock.Lock()
+	// What runtime_BeforeFork saves before it blocks every signal.
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, nil, &s.sigmask); err != nil {
+		syscall.ForkLock.Unlock()
+		return 0, -1, fmt.Errorf("read the signal mask: %w", err)
+	}
 	runtimeBeforeFork()
 	// Taken only now: from here to the clone the stack cannot move (the
 	// runtime forbids stack growth), so the address stays right.
