@@ -148,12 +148,12 @@ func printMachines(w io.Writer, asJSON bool) error {
 type Messages struct {
 	Prog    string
 	W       io.Writer
-	journal bool
+	journal int // 0 not checked yet (the first line does), 1 no, 2 yes
 }
 
 // New returns Messages for prog on stderr.
 func New(prog string) *Messages {
-	return &Messages{Prog: prog, W: os.Stderr, journal: isJournal(os.Stderr)}
+	return &Messages{Prog: prog, W: os.Stderr}
 }
 
 // Syslog priorities used as sd-daemon prefixes.
@@ -168,7 +168,15 @@ func (m *Messages) line(prio int, kind, format string, args ...any) {
 	text := fmt.Sprintf(format, args...)
 	text = strings.ReplaceAll(text, "\n", " ")
 	prefix := ""
-	if m.journal {
+	if m.journal == 0 {
+		// Not in New: most runs print nothing, and the first Getenv
+		// copies the whole environment.
+		m.journal = 1
+		if isJournal(os.Stderr) {
+			m.journal = 2
+		}
+	}
+	if m.journal == 2 {
 		prefix = "<" + strconv.Itoa(prio) + ">"
 	}
 	if kind != "" {
