@@ -164,7 +164,7 @@ func parse(args []string) (request, error) {
 	switch p.r.shared.Completion {
 	case "", "bash", "zsh", "fish":
 	default:
-		return request{}, fmt.Errorf("--completion must be one of \"bash\",\"zsh\",\"fish\",\"\" but got %q", p.r.shared.Completion)
+		return request{}, fmt.Errorf("--completion knows bash, zsh and fish, not %q", p.r.shared.Completion)
 	}
 	for _, pair := range xorPairs {
 		if p.given[pair[0]] && p.given[pair[1]] {
@@ -189,13 +189,13 @@ func (p *parser) pushTail(tail string) {
 }
 
 // value pops the value of flag name.
-func (p *parser) value(name, kind string) (string, error) {
+func (p *parser) value(name, what string) (string, error) {
 	if len(p.toks) == 0 {
-		return "", fmt.Errorf("%s: expected %s value but got end of the options", name, kind)
+		return "", fmt.Errorf("%s wants a value (%s)", name, what)
 	}
 	t := p.pop()
 	if !t.isValue() {
-		return "", fmt.Errorf("%s: expected %s value but got %q; perhaps try %s=%q?", name, kind, t.text, name, t.text)
+		return "", fmt.Errorf("%s wants a value, not the flag %q (a value that starts with \"-\" goes as %s=%s)", name, t.text, name, t.text)
 	}
 	return t.text, nil
 }
@@ -212,7 +212,7 @@ func (p *parser) boolValue(name string) (bool, error) {
 	case "false", "0", "no":
 		return false, nil
 	default:
-		return false, fmt.Errorf("%s: bool value must be true, 1, yes, false, 0 or no but got %q", name, v)
+		return false, fmt.Errorf("%s=%s: the value must be true, 1, yes, false, 0 or no", name, v)
 	}
 }
 
@@ -223,25 +223,25 @@ func (p *parser) flag(name string) error {
 	switch name {
 	case "--pid":
 		var v string
-		if v, err = p.value(name, "int"); err == nil {
+		if v, err = p.value(name, "a process ID"); err == nil {
 			var n int64
 			if n, err = strconv.ParseInt(v, 0, strconv.IntSize); err != nil {
-				return fmt.Errorf("--pid: expected a valid %d bit int but got %q", strconv.IntSize, v)
+				return fmt.Errorf("--pid wants a process ID, not %q", v)
 			}
 			pid := int(n)
 			g.PID = &pid
 		}
 	case "--user", "-u":
-		g.User, err = p.value("--user", "string")
+		g.User, err = p.value("--user", "USER[:GROUP]")
 	case "--wd":
-		g.WD, err = p.value(name, "string")
+		g.WD, err = p.value(name, "a directory")
 	case "--setenv":
 		var v string
-		if v, err = p.value(name, "string"); err == nil {
+		if v, err = p.value(name, "KEY=VALUE"); err == nil {
 			g.Setenv = append(g.Setenv, v)
 		}
 	case "--completion":
-		p.r.shared.Completion, err = p.value(name, "string")
+		p.r.shared.Completion, err = p.value(name, "bash, zsh or fish")
 	case "--help", "-h", "--version":
 		if _, err = p.boolValue(name); err == nil && p.r.printed == printNothing {
 			p.r.printed = printHelp

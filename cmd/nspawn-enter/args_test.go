@@ -202,3 +202,28 @@ func TestTexts(t *testing.T) {
 		}
 	}
 }
+
+// TestParseErrors: each usage error names what is wrong.
+func TestParseErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "unknown flag --bogus"},
+		{[]string{"-x"}, "unknown flag -x"},
+		{[]string{"web", "db"}, "unexpected argument db"},
+		{[]string{"--pid"}, "--pid wants a value (a process ID)"},
+		{[]string{"--pid", "x1"}, `--pid wants a process ID, not "x1"`},
+		{[]string{"-u"}, "--user wants a value (USER[:GROUP])"},
+		{[]string{"--wd", "--pty"}, `--wd wants a value, not the flag "--pty" (a value that starts with "-" goes as --wd=--pty)`},
+		{[]string{"--pty=maybe"}, "--pty=maybe: the value must be true, 1, yes, false, 0 or no"},
+		{[]string{"--no-pty", "--pty"}, "--pty and --no-pty can't be used together"},
+		{[]string{"--leader-env", "--keep-env=false"}, "--keep-env and --leader-env can't be used together"},
+		{[]string{"--completion", "tcsh"}, `--completion knows bash, zsh and fish, not "tcsh"`},
+	} {
+		_, err := parse(c.args)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q: error %v, want %s", c.args, err, c.want)
+		}
+	}
+}

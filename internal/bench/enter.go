@@ -82,7 +82,7 @@ func (b *bench) enterTargets() {
 		c    *contender
 	}{
 		{"enter floor: a static Go program that only runs /bin/true and waits (no lookup, no join)", spawn},
-		{"enter floor with kong: the same program, linking kong (as both tools do) without calling it", spawnKong},
+		{"enter floor with kong: the same program, linking kong without calling it (nspawn-stop links kong; nspawn-enter does not, see args.go)", spawnKong},
 	} {
 		b.add(secEnter, f.what, ms(f.c.median()), "`nsenter -t U -a /bin/true`: "+ms(refU.median()),
 			fmt.Sprintf("%.2f×; leaves %s under the goal's %s", ratio(f.c.median(), refU.median()), ms(bound-f.c.median()), ms(bound)), resultInfo)
