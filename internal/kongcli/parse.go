@@ -118,8 +118,8 @@ var Shells = []string{"bash", "zsh", "fish"}
 func Render(doc *cli.Doc, grammar any, opts ...kong.Option) (Texts, error) {
 	var x extras
 	var stdout bytes.Buffer
-	help := func(code int) { panic(exited(code)) }
-	parser, err := newParser(doc, grammar, &x, append(opts, kong.Exit(help), kong.Writers(&stdout, &stdout))...)
+	exit := func(code int) { panic(exited(code)) }
+	parser, err := newParser(doc, grammar, &x, append(opts, kong.Exit(exit), kong.Writers(&stdout, &stdout))...)
 	if err != nil {
 		return Texts{}, err
 	}
