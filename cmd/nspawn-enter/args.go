@@ -121,8 +121,9 @@ var xorPairs = [][2]string{{"--keep-env", "--leader-env"}, {"--pty", "--no-pty"}
 // the forms --flag, --flag=VALUE, --flag VALUE, -u VALUE, -uVALUE, the
 // letters of short flags run together (-hu root); a repeated flag's last
 // value counts, --setenv's all; a value may not look like a flag unless
-// given with "=" or run together. --help and --version win over every
-// error but one in reading the flags.
+// given with "=" or run together. --help and --version win over the checks
+// made once the flags are read (--completion's shell, exclusive flags),
+// not over an error in reading them.
 func parse(args []string) (request, error) {
 	p := &parser{toks: make([]token, len(args)), given: map[string]bool{}}
 	for i, a := range args {
