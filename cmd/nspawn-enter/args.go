@@ -131,32 +131,30 @@ func parse(args []string) (request, error) {
 	}
 	for len(p.toks) > 0 {
 		t := p.pop()
+		var name string
 		switch {
 		case t.kind == valueToken:
 			return request{}, fmt.Errorf("unexpected flag argument %q", t.text)
 		case t.kind == tailToken:
 			p.pushTail(t.text[1:])
-			if err := p.flag("-" + t.text[:1]); err != nil {
-				return request{}, err
-			}
+			name = "-" + t.text[:1]
 		case strings.HasPrefix(t.text, "--"):
-			name, value, ok := strings.Cut(t.text, "=")
-			if ok {
+			var value string
+			var ok bool
+			if name, value, ok = strings.Cut(t.text, "="); ok {
 				p.push(token{valueToken, value})
-			}
-			if err := p.flag(name); err != nil {
-				return request{}, err
 			}
 		case t.text != "-" && strings.HasPrefix(t.text, "-"):
 			p.pushTail(t.text[2:])
-			if err := p.flag(t.text[:2]); err != nil {
-				return request{}, err
-			}
+			name = t.text[:2]
+		case p.named:
+			return request{}, fmt.Errorf("unexpected argument %s", t.text)
 		default:
-			if p.named {
-				return request{}, fmt.Errorf("unexpected argument %s", t.text)
-			}
 			p.r.g.Machine, p.named = t.text, true
+			continue
+		}
+		if err := p.flag(name); err != nil {
+			return request{}, err
 		}
 	}
 	if p.r.printed != printNothing {
@@ -251,19 +249,19 @@ func (p *parser) flag(name string) error {
 			}
 		}
 	default:
+		if i := namespaceOption(name); i >= 0 {
+			var set bool
+			if set, err = p.boolValue(name); err == nil {
+				keep := nsjoin.Set(nsjoin.Namespaces[i].Clone)
+				p.r.keep &^= keep
+				if set {
+					p.r.keep |= keep
+				}
+			}
+			return err
+		}
 		b := p.boolFlag(name)
 		if b == nil {
-			if i := namespaceOption(name); i >= 0 {
-				var set bool
-				if set, err = p.boolValue(name); err == nil {
-					keep := nsjoin.Set(nsjoin.Namespaces[i].Clone)
-					p.r.keep &^= keep
-					if set {
-						p.r.keep |= keep
-					}
-				}
-				return err
-			}
 			return fmt.Errorf("unknown flag %s", name)
 		}
 		*b, err = p.boolValue(name)
