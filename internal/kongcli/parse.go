@@ -72,32 +72,47 @@ type Outcome struct {
 // exited is what the parser's Exit panics with.
 type exited int
 
+// capturing returns a parser like ParseDoc's whose output goes to the
+// returned buffer and whose Exit panics (see parseCaught).
+func capturing(doc *cli.Doc, grammar any, x *extras, opts []kong.Option) (*kong.Kong, *bytes.Buffer, error) {
+	var out bytes.Buffer
+	opts = append(opts, kong.Exit(func(code int) { panic(exited(code)) }), kong.Writers(&out, &out))
+	parser, err := newParser(doc, grammar, x, opts...)
+	return parser, &out, err
+}
+
+// parseCaught parses args with a parser from capturing; printed reports
+// that kong printed the help or the version and exited 0.
+func parseCaught(parser *kong.Kong, args []string) (printed bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if code, ok := r.(exited); !ok || code != 0 {
+				panic(r)
+			}
+			printed, err = true, nil
+		}
+	}()
+	_, err = parser.Parse(args)
+	return false, err
+}
+
 // Parse parses args into grammar as ParseDoc does, but returns what it
 // made of them instead of acting on it. Shared options are reported, not
 // done.
-func Parse(doc *cli.Doc, grammar any, args []string, opts ...kong.Option) (out Outcome) {
+func Parse(doc *cli.Doc, grammar any, args []string, opts ...kong.Option) Outcome {
 	var x extras
-	var stdout bytes.Buffer
-	opts = append(opts, kong.Exit(func(code int) { panic(exited(code)) }), kong.Writers(&stdout, &stdout))
-	parser, err := newParser(doc, grammar, &x, opts...)
+	parser, stdout, err := capturing(doc, grammar, &x, opts)
 	if err != nil {
 		panic(err)
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			code, ok := r.(exited)
-			if !ok || code != 0 {
-				panic(r)
-			}
-			if stdout.String() == cli.Version(doc.Name)+"\n" {
-				out.Version = true
-			} else {
-				out.Help = true
-			}
-		}
-	}()
-	if _, err := parser.Parse(args); err != nil {
+	printed, err := parseCaught(parser, args)
+	switch {
+	case err != nil:
 		return Outcome{Err: err}
+	case printed && stdout.String() == cli.Version(doc.Name)+"\n":
+		return Outcome{Version: true}
+	case printed:
+		return Outcome{Help: true}
 	}
 	return Outcome{Shared: x.shared()}
 }
@@ -117,14 +132,12 @@ var Shells = []string{"bash", "zsh", "fish"}
 // Render renders the texts of doc and grammar.
 func Render(doc *cli.Doc, grammar any, opts ...kong.Option) (Texts, error) {
 	var x extras
-	var stdout bytes.Buffer
-	exit := func(code int) { panic(exited(code)) }
-	parser, err := newParser(doc, grammar, &x, append(opts, kong.Exit(exit), kong.Writers(&stdout, &stdout))...)
+	parser, stdout, err := capturing(doc, grammar, &x, opts)
 	if err != nil {
 		return Texts{}, err
 	}
-	if err := printHelp(parser); err != nil {
-		return Texts{}, err
+	if printed, err := parseCaught(parser, []string{"--help"}); err != nil || !printed {
+		return Texts{}, fmt.Errorf("kong --help did not print the help (%v)", err)
 	}
 	t := Texts{Help: stdout.String(), Man: ManPage(doc, parser.Model), Completion: map[string]string{}}
 	for _, sh := range Shells {
@@ -133,20 +146,4 @@ func Render(doc *cli.Doc, grammar any, opts ...kong.Option) (Texts, error) {
 		}
 	}
 	return t, nil
-}
-
-// printHelp has parser print its help for --help.
-func printHelp(parser *kong.Kong) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if code, ok := r.(exited); !ok || code != 0 {
-				err = fmt.Errorf("kong --help: %v", r)
-			}
-		}
-	}()
-	_, err = parser.Parse([]string{"--help"})
-	if err == nil {
-		err = fmt.Errorf("kong --help did not print the help")
-	}
-	return err
 }
