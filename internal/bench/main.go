@@ -218,10 +218,7 @@ func (b *bench) build() error {
 	}
 	b.enter, b.stop = filepath.Join(bin, "nspawn-enter"), filepath.Join(bin, "nspawn-stop")
 	empty := filepath.Join(b.dir, "empty")
-	if err := os.Mkdir(empty, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(empty, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+	if err := writeTree(empty, map[string]string{"main.go": "package main\n\nfunc main() {}\n"}); err != nil {
 		return err
 	}
 	b.emptyGo = filepath.Join(bin, "empty")
@@ -232,14 +229,26 @@ func (b *bench) build() error {
 		return err
 	}
 	sleep := filepath.Join(b.dir, "sleep")
-	if err := os.Mkdir(sleep, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(sleep, "main.go"), []byte("package main\n\nimport \"time\"\n\nfunc main() { time.Sleep(time.Second) }\n"), 0o644); err != nil {
+	if err := writeTree(sleep, map[string]string{"main.go": "package main\n\nimport \"time\"\n\nfunc main() { time.Sleep(time.Second) }\n"}); err != nil {
 		return err
 	}
 	b.sleepGo = filepath.Join(bin, "sleep")
 	return goBuild(sleep, b.sleepGo, "main.go")
+}
+
+// writeTree writes files (a path under dir → its text), making the
+// directories they need.
+func writeTree(dir string, files map[string]string) error {
+	for name, text := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fail records a measurement that could not be made.
@@ -286,9 +295,6 @@ func main() {
 // go.sum, so the build uses the module cache as the tools' build does).
 func (b *bench) buildSpawners(root string) error {
 	dir := filepath.Join(b.dir, "spawn")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return err
-	}
 	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
 	if err != nil {
 		return err
@@ -298,20 +304,13 @@ func (b *bench) buildSpawners(root string) error {
 	if err != nil {
 		return err
 	}
-	files := map[string]string{
+	if err := writeTree(dir, map[string]string{
 		"go.mod":        "module spawn\n" + rest,
 		"go.sum":        string(sum),
 		"plain/main.go": fmt.Sprintf(spawnSource, ""),
 		"kong/main.go":  fmt.Sprintf(spawnSource, "\n\t_ \"github.com/alecthomas/kong\"\n"),
-	}
-	for name, text := range files {
-		path := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-			return err
-		}
+	}); err != nil {
+		return err
 	}
 	bin := filepath.Join(b.dir, "bin")
 	b.spawnGo, b.spawnKong = filepath.Join(bin, "spawn"), filepath.Join(bin, "spawn-kong")
