@@ -146,9 +146,12 @@ func printMachines(w io.Writer, asJSON bool) error {
 // the journal (systemd sets JOURNAL_STREAM to its device:inode), each line
 // carries an sd-daemon priority prefix such as "<3>".
 type Messages struct {
-	Prog    string
-	W       io.Writer
-	journal int // 0 not checked yet (the first line does), 1 no, 2 yes
+	Prog string
+	W    io.Writer
+	// journal: stderr is the journal; checked at the first line, not in
+	// New: most runs print nothing, and the first Getenv copies the whole
+	// environment.
+	checked, journal bool
 }
 
 // New returns Messages for prog on stderr.
@@ -168,15 +171,10 @@ func (m *Messages) line(prio int, kind, format string, args ...any) {
 	text := fmt.Sprintf(format, args...)
 	text = strings.ReplaceAll(text, "\n", " ")
 	prefix := ""
-	if m.journal == 0 {
-		// Not in New: most runs print nothing, and the first Getenv
-		// copies the whole environment.
-		m.journal = 1
-		if isJournal(os.Stderr) {
-			m.journal = 2
-		}
+	if !m.checked {
+		m.checked, m.journal = true, isJournal(os.Stderr)
 	}
-	if m.journal == 2 {
+	if m.journal {
 		prefix = "<" + strconv.Itoa(prio) + ">"
 	}
 	if kind != "" {
