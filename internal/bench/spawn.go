@@ -203,6 +203,18 @@ func (c *contender) cpuMedian() time.Duration {
 	return summarize(cpus).median
 }
 
+// faultsMedian is the median count of page faults (minor and major) of
+// the runs: the pages the command and its reaped children touched, a
+// count rather than a time.
+func (c *contender) faultsMedian() int64 {
+	faults := make([]int64, len(c.runs))
+	for i, p := range c.runs {
+		faults[i] = p.usage.Minflt + p.usage.Majflt
+	}
+	slices.Sort(faults)
+	return faults[len(faults)/2]
+}
+
 // command is a contender that runs argv and wants exit status 0.
 func command(name string, argv ...string) *contender {
 	return &contender{name: name, run: func() (proc, error) { return runWant(argv, 0) }}
