@@ -23,9 +23,10 @@ const warmup = 3
 const enterGoal = 1.2
 
 // startTarget starts a namespace target that stays up until the end.
-func (b *bench) startTarget(name string, user bool) (*nstest.Target, error) {
+func (b *bench) startTarget(name string, spec nstest.Spec) (*nstest.Target, error) {
 	var tg *nstest.Target
-	err := attempt(func() { tg = nstest.Start(b.t, nstest.Spec{Name: name, User: user}) })
+	spec.Name = name
+	err := attempt(func() { tg = nstest.Start(b.t, spec) })
 	return tg, err
 }
 
@@ -38,15 +39,17 @@ func noAll() []string {
 	return opts
 }
 
-// enterTargets compares nspawn-enter with nsenter on both targets, and
+// enterTargets compares nspawn-enter with nsenter on the three targets, and
 // times the steps of nspawn-enter's start.
 func (b *bench) enterTargets() {
-	logf("enter: %d alternating rounds on two targets", b.cfg.runs)
-	p, u := strconv.Itoa(b.plain.PID), strconv.Itoa(b.userns.PID)
+	logf("enter: %d alternating rounds on three targets", b.cfg.runs)
+	p, u, t := strconv.Itoa(b.plain.PID), strconv.Itoa(b.userns.PID), strconv.Itoa(b.timens.PID)
 	oursP := command("nspawn-enter --pid P -- /bin/true (no user ns)", b.enter, "--pid", p, "--", "/bin/true")
 	refP := command("nsenter -t P -a /bin/true (no user ns)", b.nsenter, "-t", p, "-a", "/bin/true")
 	oursU := command("nspawn-enter --pid U -- /bin/true (user ns)", b.enter, "--pid", u, "--", "/bin/true")
 	refU := command("nsenter -t U -a /bin/true (user ns)", b.nsenter, "-t", u, "-a", "/bin/true")
+	oursT := command("nspawn-enter --pid T -- /bin/true (user and time ns)", b.enter, "--pid", t, "--", "/bin/true")
+	refT := command("nsenter -t T -a /bin/true (user and time ns)", b.nsenter, "-t", t, "-a", "/bin/true")
 	hostTrue := command("/bin/true on the host", "/bin/true")
 	b.emptyGoRun = command("empty static Go program", b.emptyGo)
 	// A PID that is never in use: everything up to the pinning, which fails.
@@ -56,7 +59,7 @@ func (b *bench) enterTargets() {
 	keepAll := command("nspawn-enter --pid U --no-(all 8) -- /bin/true", keepArgs...)
 	spawn := command("static Go program that only runs /bin/true", b.spawnGo)
 	spawnKong := command("the same, linking kong", b.spawnKong)
-	cs := []*contender{oursP, refP, oursU, refU, hostTrue, b.emptyGoRun, noSuch, keepAll, spawn, spawnKong}
+	cs := []*contender{oursP, refP, oursU, refU, oursT, refT, hostTrue, b.emptyGoRun, noSuch, keepAll, spawn, spawnKong}
 	if err := alternate(b.cfg.runs, warmup, cs); err != nil {
 		b.emptyGoRun = nil
 		b.fail(secEnter, "enter: nspawn-enter vs nsenter -a", err)
@@ -69,6 +72,7 @@ func (b *bench) enterTargets() {
 	}{
 		{"enter: `nspawn-enter --pid P -- /bin/true`, target without a user namespace", oursP, refP},
 		{"enter: the same, target with a user namespace (mapped like `-U`)", oursU, refU},
+		{"enter: the same, target with a user and a time namespace (systemd-nspawn makes no time namespace; joining one needs a real fork of the command, not vfork)", oursT, refT},
 	} {
 		r := ratio(pair.ours.median(), pair.ref.median())
 		b.add(secEnter, pair.what, ms(pair.ours.median()), "`nsenter -t P -a /bin/true`: "+ms(pair.ref.median()),
@@ -97,12 +101,12 @@ func (b *bench) enterTargets() {
 	b.notes = append(b.notes, fmt.Sprintf("For comparison, `nsenter -t U -a /bin/true` takes %s: %s more than /bin/true alone; nspawn-enter takes %s more than /bin/true, of which %s is the Go runtime's start.",
 		ms(refU.median()), ms(refU.median()-hostTrue.median()), ms(oursU.median()-hostTrue.median()), ms(b.emptyGoRun.median()-hostTrue.median())))
 	if b.cfg.hyperfine {
-		b.hyperfineCheck(p, u)
+		b.hyperfineCheck(p, u, t)
 	}
 }
 
 // hyperfineCheck times the enter commands once more with hyperfine.
-func (b *bench) hyperfineCheck(p, u string) {
+func (b *bench) hyperfineCheck(p, u, t string) {
 	hf, err := exec.LookPath("hyperfine")
 	if err != nil {
 		b.notes = append(b.notes, "hyperfine cross-check not run: "+err.Error())
@@ -111,7 +115,7 @@ func (b *bench) hyperfineCheck(p, u string) {
 	logf("enter: hyperfine cross-check")
 	md := filepath.Join(b.dir, "hyperfine.md")
 	args := []string{"-N", "--style", "none", "--warmup", strconv.Itoa(warmup), "--runs", strconv.Itoa(b.cfg.runs), "--export-markdown", md}
-	for _, pid := range []string{p, u} {
+	for _, pid := range []string{p, u, t} {
 		args = append(args, b.enter+" --pid "+pid+" -- /bin/true", b.nsenter+" -t "+pid+" -a /bin/true")
 	}
 	cmd := exec.Command(hf, args...)
@@ -129,7 +133,8 @@ func (b *bench) hyperfineCheck(p, u string) {
 	text = strings.ReplaceAll(text, b.nsenter, "nsenter")
 	text = strings.ReplaceAll(text, " "+p+" ", " P ")
 	text = strings.ReplaceAll(text, " "+u+" ", " U ")
-	b.extra = append(b.extra, fmt.Sprintf("### hyperfine cross-check\n\n%s, `-N`: each command's runs one after the other (not alternating); P without, U with a user namespace.\n\n%s",
+	text = strings.ReplaceAll(text, " "+t+" ", " T ")
+	b.extra = append(b.extra, fmt.Sprintf("### hyperfine cross-check\n\n%s, `-N`: each command's runs one after the other (not alternating); P without, U with a user namespace, T with a user and a time namespace.\n\n%s",
 		firstLine(hf, "--version"), text))
 }
 

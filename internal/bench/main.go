@@ -138,7 +138,8 @@ type bench struct {
 	self        string // this program, for the stop target role
 
 	plain, userns *nstest.Target
-	emptyGoRun    *contender // the empty Go program's runs: a reference
+	timens        *nstest.Target // user and time namespace: the fork path
+	emptyGoRun    *contender     // the empty Go program's runs: a reference
 
 	rows      []row
 	details   []*contender
@@ -150,7 +151,7 @@ type bench struct {
 }
 
 // setup makes the scratch directory, builds the programs and starts the
-// two namespace targets.
+// three namespace targets.
 func (b *bench) setup() error {
 	var err error
 	b.dir, err = os.MkdirTemp("", "nspawn-bench-")
@@ -171,10 +172,13 @@ func (b *bench) setup() error {
 		return err
 	}
 	logf("starting targets")
-	if b.plain, err = b.startTarget("bench-plain", false); err != nil {
+	if b.plain, err = b.startTarget("bench-plain", nstest.Spec{}); err != nil {
 		return err
 	}
-	if b.userns, err = b.startTarget("bench-userns", true); err != nil {
+	if b.userns, err = b.startTarget("bench-userns", nstest.Spec{User: true}); err != nil {
+		return err
+	}
+	if b.timens, err = b.startTarget("bench-timens", nstest.Spec{User: true, Time: true}); err != nil {
 		return err
 	}
 	return nil
