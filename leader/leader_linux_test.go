@@ -81,6 +81,62 @@ func TestOpen(t *testing.T) {
 	}
 }
 
+// ReadProc reads a file of many pages whole, and stops at 1 MiB.
+func TestReadProcLong(t *testing.T) {
+	for _, size := range []int{100, 4095, 4096, 4097, 70 << 10, 3 << 19} {
+		// The environment of a sleep, in strings of at most 64 KiB (the
+		// kernel takes none over 128 KiB, and 2 MiB in all).
+		var env []string
+		for i := 0; i < size; i += 64 << 10 {
+			env = append(env, fmt.Sprintf("X%d=%s", i, strings.Repeat("e", min(size-i, 64<<10))))
+		}
+		want := strings.Join(env, "\x00") + "\x00"
+		if len(want) > 1<<20 {
+			want = want[:1<<20]
+		}
+		if got := readEnviron(t, env); string(got) != want {
+			t.Errorf("ReadProc(environ) with %d bytes: got %d bytes, want %d", size, len(got), len(want))
+		}
+	}
+}
+
+// readEnviron starts a sleep with env and reads its /proc/PID/environ
+// through ReadProc once the sleep runs with its environment in place:
+// before its execve, the child of exec.Cmd still shows this program, and
+// during it, comm changes before the new environment is set up (the file
+// reads empty then).
+func readEnviron(t *testing.T, env []string) []byte {
+	t.Helper()
+	cmd := exec.Command("/bin/sleep", "600")
+	cmd.Env = env
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	l, err := Open(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if comm, _ := l.Comm(); comm == "sleep" {
+			data, err := l.ReadProc("environ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(data) > 0 {
+				return data
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d: no sleep with an environment after 5s", cmd.Process.Pid)
+		}
+	}
+}
+
 func TestOpenNoProcess(t *testing.T) {
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
