@@ -67,15 +67,15 @@ func (b *bench) enterTargets() {
 	}
 	b.details = append(b.details, cs...)
 	for _, pair := range []struct {
-		what      string
-		ours, ref *contender
+		what, target string
+		ours, ref    *contender
 	}{
-		{"enter: `nspawn-enter --pid P -- /bin/true`, target without a user namespace", oursP, refP},
-		{"enter: the same, target with a user namespace (mapped like `-U`)", oursU, refU},
-		{"enter: the same, target with a user and a time namespace (systemd-nspawn makes no time namespace; joining one needs a real fork of the command, not vfork)", oursT, refT},
+		{"enter: `nspawn-enter --pid P -- /bin/true`, target without a user namespace", "P", oursP, refP},
+		{"enter: the same, target with a user namespace (mapped like `-U`)", "U", oursU, refU},
+		{"enter: the same, target with a user and a time namespace (systemd-nspawn makes no time namespace; joining one needs a real fork of the command, not vfork)", "T", oursT, refT},
 	} {
 		r := ratio(pair.ours.median(), pair.ref.median())
-		b.add(secEnter, pair.what, ms(pair.ours.median()), "`nsenter -t P -a /bin/true`: "+ms(pair.ref.median()),
+		b.add(secEnter, pair.what, ms(pair.ours.median()), "`nsenter -t "+pair.target+" -a /bin/true`: "+ms(pair.ref.median()),
 			fmt.Sprintf("%.2f× (goal ≤ %.2f×)", r, enterGoal), verdict(r <= enterGoal))
 	}
 	// The floor: what a Go tool pays to run /bin/true at all, against the
