@@ -23,9 +23,8 @@ const warmup = 3
 const enterGoal = 1.2
 
 // startTarget starts a namespace target that stays up until the end.
-func (b *bench) startTarget(name string, spec nstest.Spec) (*nstest.Target, error) {
+func (b *bench) startTarget(spec nstest.Spec) (*nstest.Target, error) {
 	var tg *nstest.Target
-	spec.Name = name
 	err := attempt(func() { tg = nstest.Start(b.t, spec) })
 	return tg, err
 }
@@ -39,17 +38,30 @@ func noAll() []string {
 	return opts
 }
 
+// enterTarget is one target of the enter comparison: the letter the
+// tables name it by, what sets it apart, and the row of the goal.
+type enterTarget struct {
+	letter, ns, row string
+	tg              *nstest.Target
+}
+
 // enterTargets compares nspawn-enter with nsenter on the three targets, and
 // times the steps of nspawn-enter's start.
 func (b *bench) enterTargets() {
 	logf("enter: %d alternating rounds on three targets", b.cfg.runs)
-	p, u, t := strconv.Itoa(b.plain.PID), strconv.Itoa(b.userns.PID), strconv.Itoa(b.timens.PID)
-	oursP := command("nspawn-enter --pid P -- /bin/true (no user ns)", b.enter, "--pid", p, "--", "/bin/true")
-	refP := command("nsenter -t P -a /bin/true (no user ns)", b.nsenter, "-t", p, "-a", "/bin/true")
-	oursU := command("nspawn-enter --pid U -- /bin/true (user ns)", b.enter, "--pid", u, "--", "/bin/true")
-	refU := command("nsenter -t U -a /bin/true (user ns)", b.nsenter, "-t", u, "-a", "/bin/true")
-	oursT := command("nspawn-enter --pid T -- /bin/true (user and time ns)", b.enter, "--pid", t, "--", "/bin/true")
-	refT := command("nsenter -t T -a /bin/true (user and time ns)", b.nsenter, "-t", t, "-a", "/bin/true")
+	targets := []enterTarget{
+		{"P", "no user ns", "enter: `nspawn-enter --pid P -- /bin/true`, target without a user namespace", b.plain},
+		{"U", "user ns", "enter: the same, target with a user namespace (mapped like `-U`)", b.userns},
+		{"T", "user and time ns", "enter: the same, target with a user and a time namespace (systemd-nspawn makes no time namespace; joining one needs a real fork of the command, not vfork)", b.timens},
+	}
+	var cs, ours, ref []*contender
+	for _, tg := range targets {
+		pid := strconv.Itoa(tg.tg.PID)
+		o := command("nspawn-enter --pid "+tg.letter+" -- /bin/true ("+tg.ns+")", b.enter, "--pid", pid, "--", "/bin/true")
+		r := command("nsenter -t "+tg.letter+" -a /bin/true ("+tg.ns+")", b.nsenter, "-t", pid, "-a", "/bin/true")
+		ours, ref, cs = append(ours, o), append(ref, r), append(cs, o, r)
+	}
+	oursU, refU, u := ours[1], ref[1], strconv.Itoa(b.userns.PID)
 	hostTrue := command("/bin/true on the host", "/bin/true")
 	b.emptyGoRun = command("empty static Go program", b.emptyGo)
 	// A PID that is never in use: everything up to the pinning, which fails.
@@ -59,23 +71,16 @@ func (b *bench) enterTargets() {
 	keepAll := command("nspawn-enter --pid U --no-(all 8) -- /bin/true", keepArgs...)
 	spawn := command("static Go program that only runs /bin/true", b.spawnGo)
 	spawnKong := command("the same, linking kong", b.spawnKong)
-	cs := []*contender{oursP, refP, oursU, refU, oursT, refT, hostTrue, b.emptyGoRun, noSuch, keepAll, spawn, spawnKong}
+	cs = append(cs, hostTrue, b.emptyGoRun, noSuch, keepAll, spawn, spawnKong)
 	if err := alternate(b.cfg.runs, warmup, cs); err != nil {
 		b.emptyGoRun = nil
 		b.fail(secEnter, "enter: nspawn-enter vs nsenter -a", err)
 		return
 	}
 	b.details = append(b.details, cs...)
-	for _, pair := range []struct {
-		what, target string
-		ours, ref    *contender
-	}{
-		{"enter: `nspawn-enter --pid P -- /bin/true`, target without a user namespace", "P", oursP, refP},
-		{"enter: the same, target with a user namespace (mapped like `-U`)", "U", oursU, refU},
-		{"enter: the same, target with a user and a time namespace (systemd-nspawn makes no time namespace; joining one needs a real fork of the command, not vfork)", "T", oursT, refT},
-	} {
-		r := ratio(pair.ours.median(), pair.ref.median())
-		b.add(secEnter, pair.what, ms(pair.ours.median()), "`nsenter -t "+pair.target+" -a /bin/true`: "+ms(pair.ref.median()),
+	for i, tg := range targets {
+		r := ratio(ours[i].median(), ref[i].median())
+		b.add(secEnter, tg.row, ms(ours[i].median()), "`nsenter -t "+tg.letter+" -a /bin/true`: "+ms(ref[i].median()),
 			fmt.Sprintf("%.2f× (goal ≤ %.2f×)", r, enterGoal), verdict(r <= enterGoal))
 	}
 	// The floor: what a Go tool pays to run /bin/true at all, against the
@@ -101,12 +106,12 @@ func (b *bench) enterTargets() {
 	b.notes = append(b.notes, fmt.Sprintf("For comparison, `nsenter -t U -a /bin/true` takes %s: %s more than /bin/true alone; nspawn-enter takes %s more than /bin/true, of which %s is the Go runtime's start.",
 		ms(refU.median()), ms(refU.median()-hostTrue.median()), ms(oursU.median()-hostTrue.median()), ms(b.emptyGoRun.median()-hostTrue.median())))
 	if b.cfg.hyperfine {
-		b.hyperfineCheck(p, u, t)
+		b.hyperfineCheck(targets)
 	}
 }
 
 // hyperfineCheck times the enter commands once more with hyperfine.
-func (b *bench) hyperfineCheck(p, u, t string) {
+func (b *bench) hyperfineCheck(targets []enterTarget) {
 	hf, err := exec.LookPath("hyperfine")
 	if err != nil {
 		b.notes = append(b.notes, "hyperfine cross-check not run: "+err.Error())
@@ -115,7 +120,8 @@ func (b *bench) hyperfineCheck(p, u, t string) {
 	logf("enter: hyperfine cross-check")
 	md := filepath.Join(b.dir, "hyperfine.md")
 	args := []string{"-N", "--style", "none", "--warmup", strconv.Itoa(warmup), "--runs", strconv.Itoa(b.cfg.runs), "--export-markdown", md}
-	for _, pid := range []string{p, u, t} {
+	for _, tg := range targets {
+		pid := strconv.Itoa(tg.tg.PID)
 		args = append(args, b.enter+" --pid "+pid+" -- /bin/true", b.nsenter+" -t "+pid+" -a /bin/true")
 	}
 	cmd := exec.Command(hf, args...)
@@ -131,9 +137,9 @@ func (b *bench) hyperfineCheck(p, u, t string) {
 	}
 	text := strings.ReplaceAll(string(table), b.enter, "nspawn-enter")
 	text = strings.ReplaceAll(text, b.nsenter, "nsenter")
-	text = strings.ReplaceAll(text, " "+p+" ", " P ")
-	text = strings.ReplaceAll(text, " "+u+" ", " U ")
-	text = strings.ReplaceAll(text, " "+t+" ", " T ")
+	for _, tg := range targets {
+		text = strings.ReplaceAll(text, " "+strconv.Itoa(tg.tg.PID)+" ", " "+tg.letter+" ")
+	}
 	b.extra = append(b.extra, fmt.Sprintf("### hyperfine cross-check\n\n%s, `-N`: each command's runs one after the other (not alternating); P without, U with a user namespace, T with a user and a time namespace.\n\n%s",
 		firstLine(hf, "--version"), text))
 }

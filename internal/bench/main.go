@@ -172,13 +172,13 @@ func (b *bench) setup() error {
 		return err
 	}
 	logf("starting targets")
-	if b.plain, err = b.startTarget("bench-plain", nstest.Spec{}); err != nil {
+	if b.plain, err = b.startTarget(nstest.Spec{Name: "bench-plain"}); err != nil {
 		return err
 	}
-	if b.userns, err = b.startTarget("bench-userns", nstest.Spec{User: true}); err != nil {
+	if b.userns, err = b.startTarget(nstest.Spec{Name: "bench-userns", User: true}); err != nil {
 		return err
 	}
-	if b.timens, err = b.startTarget("bench-timens", nstest.Spec{User: true, Time: true}); err != nil {
+	if b.timens, err = b.startTarget(nstest.Spec{Name: "bench-timens", User: true, Time: true}); err != nil {
 		return err
 	}
 	return nil
