@@ -136,8 +136,12 @@ func Render(doc *cli.Doc, grammar any, opts ...kong.Option) (Texts, error) {
 	if err != nil {
 		return Texts{}, err
 	}
-	if printed, err := parseCaught(parser, []string{"--help"}); err != nil || !printed {
-		return Texts{}, fmt.Errorf("kong --help did not print the help (%v)", err)
+	printed, err := parseCaught(parser, []string{"--help"})
+	switch {
+	case err != nil:
+		return Texts{}, fmt.Errorf("kong --help: %w", err)
+	case !printed:
+		return Texts{}, fmt.Errorf("kong --help did not print the help")
 	}
 	t := Texts{Help: stdout.String(), Man: ManPage(doc, parser.Model), Completion: map[string]string{}}
 	for _, sh := range Shells {
