@@ -212,7 +212,7 @@ func (c *contender) faultsMedian() int64 {
 		faults[i] = p.usage.Minflt + p.usage.Majflt
 	}
 	slices.Sort(faults)
-	return faults[len(faults)/2]
+	return median(faults)
 }
 
 // command is a contender that runs argv and wants exit status 0.
@@ -252,11 +252,17 @@ func summarize(ds []time.Duration) stats {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	at := func(q float64) time.Duration { return s[int(q*float64(len(s)-1)+0.5)] }
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return stats{n: len(s), min: s[0], p10: at(0.1), median: median(s), p90: at(0.9), maxim: s[len(s)-1]}
+}
+
+// median is the middle of sorted, which is not empty (the mean of the two
+// middle ones for an even count).
+func median[T ~int64](sorted []T) T {
+	n := len(sorted)
+	if n%2 == 0 {
+		return (sorted[n/2-1] + sorted[n/2]) / 2
 	}
-	return stats{n: len(s), min: s[0], p10: at(0.1), median: med, p90: at(0.9), maxim: s[len(s)-1]}
+	return sorted[n/2]
 }
 
 // waitExits waits until every pidfd in fds is readable (its process has
