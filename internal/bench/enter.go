@@ -42,7 +42,7 @@ func noAll() []string {
 // tables name it by, what sets it apart, and the row of the goal.
 type enterTarget struct {
 	letter, ns, row string
-	tg              *nstest.Target
+	target          *nstest.Target
 }
 
 // enterTargets compares nspawn-enter with nsenter on the three targets, and
@@ -56,7 +56,7 @@ func (b *bench) enterTargets() {
 	}
 	var cs, ours, ref []*contender
 	for _, tg := range targets {
-		pid := strconv.Itoa(tg.tg.PID)
+		pid := strconv.Itoa(tg.target.PID)
 		o := command("nspawn-enter --pid "+tg.letter+" -- /bin/true ("+tg.ns+")", b.enter, "--pid", pid, "--", "/bin/true")
 		r := command("nsenter -t "+tg.letter+" -a /bin/true ("+tg.ns+")", b.nsenter, "-t", pid, "-a", "/bin/true")
 		ours, ref, cs = append(ours, o), append(ref, r), append(cs, o, r)
@@ -121,7 +121,7 @@ func (b *bench) hyperfineCheck(targets []enterTarget) {
 	md := filepath.Join(b.dir, "hyperfine.md")
 	args := []string{"-N", "--style", "none", "--warmup", strconv.Itoa(warmup), "--runs", strconv.Itoa(b.cfg.runs), "--export-markdown", md}
 	for _, tg := range targets {
-		pid := strconv.Itoa(tg.tg.PID)
+		pid := strconv.Itoa(tg.target.PID)
 		args = append(args, b.enter+" --pid "+pid+" -- /bin/true", b.nsenter+" -t "+pid+" -a /bin/true")
 	}
 	cmd := exec.Command(hf, args...)
@@ -138,7 +138,7 @@ func (b *bench) hyperfineCheck(targets []enterTarget) {
 	text := strings.ReplaceAll(string(table), b.enter, "nspawn-enter")
 	text = strings.ReplaceAll(text, b.nsenter, "nsenter")
 	for _, tg := range targets {
-		text = strings.ReplaceAll(text, " "+strconv.Itoa(tg.tg.PID)+" ", " "+tg.letter+" ")
+		text = strings.ReplaceAll(text, " "+strconv.Itoa(tg.target.PID)+" ", " "+tg.letter+" ")
 	}
 	b.extra = append(b.extra, fmt.Sprintf("### hyperfine cross-check\n\n%s, `-N`: each command's runs one after the other (not alternating); P without, U with a user namespace, T with a user and a time namespace.\n\n%s",
 		firstLine(hf, "--version"), text))
